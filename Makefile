@@ -1,0 +1,37 @@
+# One install path for the README, the demo, the tests and CI.
+# `make test` and `make demo` each install what they need first on a fresh machine:
+# Debian packages (FluidSynth + a General MIDI soundfont), a virtualenv in .venv,
+# and this package with its pinned dependencies.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: install system-deps test demo benchmarks clean
+
+$(STAMP): setup.cfg pyproject.toml scripts/install_system_deps.sh
+	bash scripts/install_system_deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+test: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+demo: install
+	bash scripts/demo.sh
+
+benchmarks: install
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/forward.py
+
+clean:
+	rm -rf demo .pytest_cache

@@ -1,0 +1,1 @@
+"""Dataset tooling: the synthetic Slakh-format renderer and the Slakh2100 -> TFRecord builder."""

@@ -1,0 +1,1 @@
+"""Signal front ends in JAX: log-mel, STFT magnitude and inverse STFT."""

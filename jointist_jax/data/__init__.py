@@ -1,0 +1,1 @@
+"""Training-time input pipeline: targets, instrument sampler, tf.data, global jax.Arrays."""

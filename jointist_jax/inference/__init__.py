@@ -1,0 +1,1 @@
+"""jointist_jax.inference."""

@@ -1,0 +1,1 @@
+"""Flax NNX modules: recognizer, transcriber, separator and their composition."""
