@@ -1,5 +1,35 @@
-"""Test set-up: 8 simulated CPU devices and the project's CPU XLA flags, before jax loads."""
+"""Test set-up: 8 simulated CPU devices and the project's CPU XLA flags, before jax loads; and a
+tiny synthetic Slakh-format dataset with its TFRecords, built once per test process."""
 
 from jointist_jax import xla_flags
 
 xla_flags.apply_cpu_flags(host_device_count=8)
+
+import pytest  # noqa: E402
+
+# Tiny dataset: 2-s clips so the runlocal configs (clip_seconds=2) can train on it.
+TINY_CLIP_SECONDS = 2.0
+TINY_HOP_SECONDS = 2.0
+
+
+@pytest.fixture(scope="session")
+def tiny_slakh_dir(tmp_path_factory):
+    """A rendered Slakh-format dataset: 4 train, 2 validation, 1 test track of 5 s."""
+    from data_pipelines import synth_slakh
+
+    out = tmp_path_factory.mktemp("slakh_synth")
+    code = synth_slakh.main(["--out", str(out), "--seconds", "5", "--seed", "7",
+                             "--splits", "train=4,validation=2,test=1", "--workers", "2"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds_dir(tiny_slakh_dir, tmp_path_factory):
+    """The TFDS `slakh2100` clips built from :func:`tiny_slakh_dir`."""
+    from data_pipelines import build_slakh
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    build_slakh.build(tiny_slakh_dir, data_dir, hop_seconds=TINY_HOP_SECONDS,
+                      clip_seconds=TINY_CLIP_SECONDS, workers=1)
+    return data_dir

@@ -1,0 +1,1 @@
+"""One ml_collections config per training stage; ``--config=NAME`` resolves to ``configs/NAME.py``."""

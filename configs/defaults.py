@@ -1,0 +1,121 @@
+"""Fields shared by every stage's config, with the reference's defaults (REFERENCE §1, DECISIONS 6-10).
+
+Each stage file (``ir.py``, ``transcription.py``, ``separation.py``, ``joint_scratch.py``,
+``joint_pretrained.py``) starts from :func:`base_config` and sets what differs. The string
+argument of ``get_config(arg)`` is parsed by :func:`parse_arg`: comma-separated flags and
+``key=value`` pairs, e.g. ``runlocal`` or ``variant=wide,runlocal``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Parses ``"flag,key=value"`` into a ConfigDict over ``defaults`` (unknown keys are errors)."""
+    parsed = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; valid: {', '.join(sorted(defaults))}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            parsed[key] = value.lower() not in ("0", "false", "no") if value else True
+        else:
+            parsed[key] = type(default)(value)
+    return parsed
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The fields every stage has, at the reference's values."""
+    config = ml_collections.ConfigDict()
+    config.stage = ""  # ir | transcription | separation | joint
+    config.seed = 0
+
+    # Input: the TFDS Slakh2100 clips built by `python -m data_pipelines.build_slakh`.
+    config.data = ml_collections.ConfigDict()
+    config.data.data_dir = "~/tensorflow_datasets"
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.clip_seconds = 10.0
+    config.data.global_batch = 2  # clips (tracks) per step, over all hosts
+    config.data.num_positive = 3  # sampled present instruments per clip (with replacement)
+    config.data.num_negative = 0  # sampled absent instruments per clip (Empty included)
+    config.data.temperature = 0.5  # positives ~ (1/occurrence)^temperature (REFERENCE §3.1)
+    config.data.transcribe_negatives = False  # DECISIONS 14: False = code behaviour (no L_T)
+    config.data.eval_batches = 4  # validation windows per evaluation = eval_batches * global_batch
+
+    config.model = ml_collections.ConfigDict()
+    config.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+    config.model.remat = False  # rematerialise conv blocks and GRUs (memory for compute)
+
+    # Adam with amsgrad, linear warm-up from 0, then x0.9 every 10k steps (DECISIONS 7).
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.lr = 1e-3
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.warmup_steps = 1000
+    config.optimizer.decay_every = 10000
+    config.optimizer.decay_rate = 0.9
+
+    config.total_steps = 500_000
+    config.log_every = 50
+    config.eval_every = 5_000
+    config.checkpoint_every = 1_000
+    config.keep_checkpoints = 3
+    config.init_from = ""  # a workdir or checkpoint path (joint_pretrained: a transcription run)
+    config.shard_params = False  # shard the largest parameters along `data` (memory)
+    config.shard_params_min_size = 2 ** 20  # parameters with at least this many elements
+    return config
+
+
+def apply_runlocal(config: ml_collections.ConfigDict) -> None:
+    """Shrinks steps and cadences so a few hundred steps run on a 2-core CPU in minutes."""
+    config.data.data_dir = "demo/tfds"
+    config.data.clip_seconds = 2.0
+    config.data.eval_batches = 2
+    config.optimizer.warmup_steps = 20
+    config.optimizer.decay_every = 200
+    config.total_steps = 200
+    config.log_every = 10
+    config.eval_every = 100
+    config.checkpoint_every = 50
+
+
+# Model sizes. "full" / "narrow" / "wide" are the reference's; "tiny" is for runlocal and tests.
+def transcriber_config(size: str) -> ml_collections.ConfigDict:
+    """Constructor arguments of :class:`jointist_jax.models.transcriber.Transcriber`."""
+    if size in ("narrow", "wide"):
+        return ml_collections.ConfigDict(dict(variant=size, acoustic_dim=768, gru_hidden=256))
+    if size == "tiny":
+        return ml_collections.ConfigDict(dict(variant=(8, 8, 16, 16), acoustic_dim=64, gru_hidden=32))
+    raise ValueError(f"transcriber size must be narrow, wide or tiny, got {size!r}")
+
+
+def separator_config(mode: str, size: str) -> ml_collections.ConfigDict:
+    """Constructor arguments of :class:`jointist_jax.models.separator.Separator`.
+
+    ``mode="sum"`` is the joint `TCondUNet` (STFT hop 160); ``"standalone"`` the `S` baseline
+    `CondUNet`, whose hop is 320 as coded (DECISIONS 5).
+    """
+    hop = 160 if mode == "sum" else 320
+    if size == "full":
+        channels = (32, 64, 128, 256, 384, 384)
+    elif size == "tiny":
+        channels = (4, 8, 8, 16, 16, 16)
+    else:
+        raise ValueError(f"separator size must be full or tiny, got {size!r}")
+    return ml_collections.ConfigDict(dict(mode=mode, hop=hop, channels=channels))
+
+
+def recognizer_config(size: str) -> ml_collections.ConfigDict:
+    """Constructor arguments of :class:`jointist_jax.models.recognizer.Recognizer`."""
+    if size == "full":
+        return ml_collections.ConfigDict(dict(
+            channels=(64, 128, 256, 512, 1024, 2048), d_model=256, num_layers=4, num_heads=8,
+            ff_dim=1024))
+    if size == "tiny":
+        return ml_collections.ConfigDict(dict(
+            channels=(4, 8, 8, 16, 16, 16), d_model=16, num_layers=1, num_heads=2, ff_dim=32))
+    raise ValueError(f"recognizer size must be full or tiny, got {size!r}")

@@ -1,0 +1,30 @@
+r"""Stage IR: the instrument recognizer, CNN14 + transformer (REFERENCE §1.3).
+
+Full size (trained alone in the reference and composed with T at inference):
+
+  python launch/train.py --config=ir --workdir=gs://BUCKET/jointist/ir \
+      --config.data.data_dir=gs://BUCKET/tfds
+
+Batch 32 clips; multi-label BCE on the 39 classes present in each 10-s crop; Adam(amsgrad)
+lr 1e-3 with the warm-up/staircase schedule; 300 epochs in the reference's config.
+
+Local smoke run: python launch/train.py --config=ir:runlocal --workdir=demo/workdirs/ir
+"""
+
+from configs import defaults
+
+
+def get_config(arg: str | None = None):
+    args = defaults.parse_arg(arg, runlocal=False)
+    config = defaults.base_config()
+    config.stage = "ir"
+    config.data.global_batch = 32
+    config.data.num_positive = 0
+    config.data.num_negative = 0
+    config.optimizer.lr = 1e-3
+    config.model.recognizer = defaults.recognizer_config("full")
+    if args.runlocal:
+        defaults.apply_runlocal(config)
+        config.data.global_batch = 8
+        config.model.recognizer = defaults.recognizer_config("tiny")
+    return config

@@ -1,0 +1,29 @@
+r"""Stage S: the standalone separator baseline, `CondUNet` with STFT hop 320 (REFERENCE §1.5).
+
+Full size:
+
+  python launch/train.py --config=separation --workdir=gs://BUCKET/jointist/separation \
+      --config.data.data_dir=gs://BUCKET/tfds
+
+Batch 4 tracks x (3 positive + 1 negative) rows; L1 loss on the waveform over rows with a
+target stem (negatives: a silent target, DECISIONS 14); Adam(amsgrad) lr 1e-4.
+
+Local smoke run: python launch/train.py --config=separation:runlocal --workdir=demo/workdirs/separation
+"""
+
+from configs import defaults
+
+
+def get_config(arg: str | None = None):
+    args = defaults.parse_arg(arg, runlocal=False)
+    config = defaults.base_config()
+    config.stage = "separation"
+    config.data.global_batch = 4
+    config.data.num_positive = 3
+    config.data.num_negative = 1
+    config.optimizer.lr = 1e-4
+    config.model.separator = defaults.separator_config("standalone", "full")
+    if args.runlocal:
+        defaults.apply_runlocal(config)
+        config.model.separator = defaults.separator_config("standalone", "tiny")
+    return config

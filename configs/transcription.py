@@ -1,0 +1,33 @@
+r"""Stage T: the FiLM onsets-and-frames transcriber alone (REFERENCE §1.2).
+
+Full size (the paper's T; the released checkpoint is the `narrow` width), on a GPU host or a
+TPU slice, every device data-parallel:
+
+  python launch/train.py --config=transcription:variant=narrow \
+      --workdir=gs://BUCKET/jointist/transcription --config.data.data_dir=gs://BUCKET/tfds
+
+Batch: 2 tracks x (2 positive + 2 negative instruments) = 8 rows per step, the README
+recipe of the reference (its config says 12 clips x (3 + 1)); Adam(amsgrad) lr 1e-3, warm-up
+1000 steps, x0.9 every 10k. The reference trained 1000 epochs of 1500 tracks (750k steps at
+batch 2). On this 2-core CPU a full-size step takes tens of seconds: use `:runlocal`.
+
+Local smoke run (a few minutes on CPU, on the demo's synthetic data):
+
+  python launch/train.py --config=transcription:runlocal --workdir=demo/workdirs/transcription
+"""
+
+from configs import defaults
+
+
+def get_config(arg: str | None = None):
+    args = defaults.parse_arg(arg, variant="narrow", runlocal=False)
+    config = defaults.base_config()
+    config.stage = "transcription"
+    config.data.num_positive = 2
+    config.data.num_negative = 2
+    config.optimizer.lr = 1e-3
+    config.model.transcriber = defaults.transcriber_config(args.variant)
+    if args.runlocal:
+        defaults.apply_runlocal(config)
+        config.model.transcriber = defaults.transcriber_config("tiny")
+    return config

@@ -1,0 +1,69 @@
+"""TensorBoard scalars (process 0 only) and the console progress line."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from typing import Mapping
+
+import jax
+
+
+class SummaryWriter:
+    """Scalars to ``WORKDIR/tensorboard/<name>``; a no-op on processes other than 0."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        self._writer = None
+        if jax.process_index() == 0:
+            import tensorflow as tf
+
+            self._tf = tf
+            self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                self._tf.summary.scalar(prefix + name, float(value))
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class Throughput:
+    """Steps/s, examples/s, wall time and ETA between two log points."""
+
+    def __init__(self, first_step: int, total_steps: int, examples_per_step: int):
+        self.start_time = self._last_time = time.monotonic()
+        self.first_step = self._last_step = first_step
+        self.total_steps = total_steps
+        self.examples_per_step = examples_per_step
+
+    def measure(self, step: int) -> dict[str, float]:
+        now = time.monotonic()
+        steps = step - self._last_step
+        elapsed = max(now - self._last_time, 1e-9)
+        self._last_time, self._last_step = now, step
+        rate = steps / elapsed
+        return {"steps_per_second": rate, "examples_per_second": rate * self.examples_per_step,
+                "wall_time_seconds": now - self.start_time}
+
+    def eta(self, step: int) -> str:
+        done = step - self.first_step
+        if done <= 0:
+            return "?"
+        remaining = (time.monotonic() - self.start_time) / done * (self.total_steps - step)
+        return str(datetime.timedelta(seconds=int(remaining)))
+
+
+def progress_line(step: int, total: int, metrics: Mapping[str, float], eta: str) -> str:
+    """``step 120/200 | loss 0.7321 | transcription_loss 0.7 | 3.1 steps/s | ETA 0:00:25``."""
+    shown = [f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith("loss")]
+    rate = metrics.get("steps_per_second")
+    if rate is not None:
+        shown.append(f"{rate:.3g} steps/s")
+    return f"step {step}/{total} | " + " | ".join(shown) + f" | ETA {eta}"

@@ -1,0 +1,249 @@
+"""``train_and_evaluate(config, workdir)``: the training loop of every stage.
+
+Where a run starts, in this order:
+  1. the latest checkpoint in ``workdir`` (automatic resume, into the current mesh's shardings);
+  2. ``config.init_from`` (a workdir or checkpoint): parameters and BatchNorm statistics of the
+     same stage, or a ``transcription`` run's transcriber for the ``joint`` stage;
+  3. a fresh initialisation from ``config.seed``.
+
+Resume is exact: the batch at step n and the step's dropout key depend only on (seed, n), so a
+run killed at any point and restarted reaches the same parameters as an uninterrupted run.
+On SIGTERM (preemption) the loop finishes the step, saves, waits for the save and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from jointist_jax.data import pipeline
+from jointist_jax.train import checkpoints, distributed, model_factory, summaries
+from jointist_jax.train.optimizer import make_optimizer
+from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step, split_model
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or the parameter norm) stopped being finite."""
+
+
+class PreemptionSignal:
+    """Remembers a SIGTERM so the loop can save and stop at the end of the current step."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM received: saving a checkpoint and stopping after this step")
+        self.received = True
+
+    def any_process(self) -> bool:
+        """True if any process received the signal (all processes must stop at the same step)."""
+        if jax.process_count() == 1:
+            return self.received
+        flags = multihost_utils.process_allgather(np.array(self.received))
+        return bool(np.any(flags))
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _data_options(config: ml_collections.ConfigDict) -> dict:
+    """Input-pipeline arguments of the stage: which targets it needs."""
+    stage = config.stage
+    return dict(global_batch=config.data.global_batch, num_positive=config.data.num_positive,
+                num_negative=config.data.num_negative, temperature=config.data.temperature,
+                transcribe_negatives=config.data.transcribe_negatives, clip_seconds=config.data.clip_seconds,
+                targets=stage in ("transcription", "joint"), stems=stage in ("separation", "joint"),
+                seed=config.seed)
+
+
+def _check_finite(step: int, metrics: dict[str, float], mngr) -> None:
+    for name, value in metrics.items():
+        if (name.endswith("loss") or name == "param_norm") and not np.isfinite(value):
+            raise NonFiniteLossError(
+                f"non-finite {name} = {value} at step {step}; stopping. The last good checkpoint is "
+                f"step {mngr.latest_step()} in {mngr.directory}")
+
+
+class _Run:
+    """The pieces of one run: model definition, step functions, shardings, state."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh):
+        self.config = config
+        self.mesh = mesh
+        self.tx, self.schedule = make_optimizer(config.optimizer)
+
+        def init_state() -> TrainState:
+            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+            model.train()
+            _, params, batch_stats, rest = split_model(model)
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                              opt_state=self.tx.init(params), rest=rest)
+
+        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0)))
+        abstract_model.train()
+        self.train_graphdef = split_model(abstract_model)[0]
+        abstract_model.eval()
+        self.eval_graphdef = split_model(abstract_model)[0]
+
+        self.abstract_state = jax.eval_shape(init_state)
+        self.state_sharding = distributed.tree_shardings(
+            self.abstract_state, mesh, shard=config.shard_params, min_size=config.shard_params_min_size)
+        self.init_state = jax.jit(init_state, out_shardings=self.state_sharding)
+        base_key = jax.random.key(config.seed)
+        self.train_step = jax.jit(
+            make_train_step(self.train_graphdef, self.tx, self.schedule, config.stage, base_key),
+            in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)),
+            out_shardings=(self.state_sharding, None), donate_argnums=(0,))
+        self.eval_step = jax.jit(make_eval_step(self.eval_graphdef, config.stage),
+                                 in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)))
+
+    def checkpoint_target(self) -> dict:
+        items = self.abstract_state.checkpoint_items()
+        shardings = self.state_sharding.checkpoint_items()
+        return checkpoints.with_shardings(items, shardings)
+
+    def state_from_items(self, items: dict, rest) -> TrainState:
+        return TrainState(rest=rest, **items)
+
+
+def _initialise_from(run: _Run, state: TrainState, init_from: str) -> TrainState:
+    """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
+    workdir, _, _ = checkpoints.locate(init_from)
+    try:
+        source_config = checkpoints.read_config(workdir)
+    except FileNotFoundError:
+        source_config = ml_collections.ConfigDict(run.config.to_dict())
+        if run.config.stage == "joint":
+            source_config.stage = "transcription"
+    source_config.shard_params = False
+    if run.config.stage == "joint" and source_config.stage == "transcription":
+        # The joint model's transcriber must have the source's widths.
+        source_config.model.transcriber = run.config.model.transcriber
+        source_config.model.dtype = run.config.model.dtype
+        source_config.model.remat = run.config.model.remat
+        subtree = "transcriber"
+    elif source_config.stage == run.config.stage:
+        source_config = run.config
+        subtree = None
+    else:
+        raise ValueError(f"config.init_from={init_from!r} is a {source_config.stage!r} run; a "
+                         f"{run.config.stage!r} run can start from the same stage"
+                         + (" or a 'transcription' run" if run.config.stage == "joint" else ""))
+    source = _Run(source_config, run.mesh)
+    items, step = checkpoints.restore_from_path(init_from, source.checkpoint_target())
+    log.info("initialised from %s (step %d, stage %s)", init_from, step, source_config.stage)
+    params, batch_stats = state.params, state.batch_stats
+    if subtree is None:
+        params, batch_stats = items["params"], items["batch_stats"]
+    else:
+        params = nnx.State(dict(params.items()) | {subtree: items["params"]})
+        batch_stats = nnx.State(dict(batch_stats.items()) | {subtree: items["batch_stats"]})
+    params = jax.device_put(params, run.state_sharding.params)
+    batch_stats = jax.device_put(batch_stats, run.state_sharding.batch_stats)
+    # The optimiser starts fresh for the new parameters.
+    opt_state = jax.jit(run.tx.init, out_shardings=run.state_sharding.opt_state)(params)
+    return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+
+
+def _evaluate(run: _Run, state: TrainState, config: ml_collections.ConfigDict, data_dir: str) -> dict[str, float]:
+    """Mean validation losses over the fixed validation windows (weighted by real clips)."""
+    options = _data_options(config)
+    totals: dict[str, float] = {}
+    weight = 0.0
+    with pipeline.make_train_iterator(data_dir, config.data.eval_split, random_crop=False, mesh=run.mesh,
+                                      **options) as batches:
+        for i, batch in enumerate(batches):
+            if i >= config.data.eval_batches:
+                break
+            metrics = jax.device_get(run.eval_step(state, batch))
+            w = float(metrics.pop("weight"))
+            weight += w
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * w
+    return {name: value / max(weight, 1e-9) for name, value in totals.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains ``config.stage`` in ``workdir`` to ``config.total_steps``; returns the final state."""
+    if config.stage not in model_factory.STAGES:
+        raise ValueError(f"config.stage must be one of {model_factory.STAGES}, got {config.stage!r}")
+    if config.get("require_init_from", False) and not config.init_from:
+        raise ValueError(f"this config trains from a pretrained transcriber: set --config.init_from "
+                         f"(a transcription workdir or checkpoint)")
+    workdir_path = Path(workdir).expanduser().absolute()
+    data_dir = str(Path(config.data.data_dir).expanduser())
+    mesh = distributed.data_mesh()
+    run = _Run(config, mesh)
+    checkpoints.write_config(workdir_path, config)
+    mngr = checkpoints.manager(workdir_path, keep=config.keep_checkpoints)
+    writer = summaries.SummaryWriter(workdir_path / "tensorboard")
+
+    state = run.init_state()
+    latest = mngr.latest_step()
+    if latest is not None:
+        items = checkpoints.restore(mngr, latest, run.checkpoint_target())
+        state = run.state_from_items(items, state.rest)
+        log.info("resumed from %s step %d", mngr.directory, latest)
+    elif config.init_from:
+        state = _initialise_from(run, state, config.init_from)
+    first_step = int(jax.device_get(state.step))
+
+    total = config.total_steps
+    preemption = PreemptionSignal()
+    throughput = summaries.Throughput(first_step, total, config.data.global_batch)
+    log.info("training stage %s on %d devices (%d processes), steps %d -> %d", config.stage,
+             mesh.size, jax.process_count(), first_step, total)
+    train_batches = pipeline.make_train_iterator(data_dir, config.data.train_split, mesh=mesh,
+                                                 start_step=first_step, **_data_options(config))
+    step = first_step
+    try:
+        if first_step == 0 or first_step >= total:
+            writer.scalars(step, _evaluate(run, state, config, data_dir), prefix="valid/")
+        batches = iter(train_batches)
+        while step < total:
+            state, metrics = run.train_step(state, next(batches))
+            step += 1
+            is_last = step == total
+            stopping = preemption.any_process()
+            save_now = step % config.checkpoint_every == 0 or is_last or stopping
+            if step % config.log_every == 0 or save_now or step == first_step + 1:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                _check_finite(step, values, mngr)
+                values.update(throughput.measure(step))
+                writer.scalars(step, values, prefix="train/")
+                if jax.process_index() == 0:
+                    print(summaries.progress_line(step, total, values, throughput.eta(step)), flush=True)
+            if save_now:
+                checkpoints.save(mngr, step, state.checkpoint_items(), force=True)
+            if (step % config.eval_every == 0 or is_last) and not stopping:
+                valid = _evaluate(run, state, config, data_dir)
+                writer.scalars(step, valid, prefix="valid/")
+                if jax.process_index() == 0:
+                    print(f"step {step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in valid.items()),
+                          flush=True)
+            if stopping:
+                log.warning("stopped by SIGTERM at step %d after saving", step)
+                break
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
+        train_batches.close()
+        writer.close()
+        preemption.restore()
+    return state

@@ -1,0 +1,71 @@
+r"""Trains one Jointist stage: ``python launch/train.py --config=NAME[:ARGS] --workdir=DIR``.
+
+``--config=joint_pretrained`` resolves to ``configs/joint_pretrained.py``; a path works too, and
+``:ARGS`` selects variants (``--config=transcription:variant=wide`` or ``:runlocal``). Any field
+can be overridden: ``--config.optimizer.lr=3e-4``. The same command runs on one CPU, a multi-GPU
+host or every host of a TPU slice (see launch/README.md for multi-host recipes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from jointist_jax import xla_flags  # noqa: E402
+
+xla_flags.apply_cpu_flags()
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+CONFIG_DIR = os.path.join(_ROOT, "configs")
+
+
+def resolve_config_argument(argv: list[str]) -> list[str]:
+    """Rewrites ``--config=NAME[:ARGS]`` to ``--config=configs/NAME.py[:ARGS]`` for known names."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            value = arg[len("--config="):]
+            name, sep, rest = value.partition(":")
+            if not name.endswith(".py") and "/" not in name:
+                path = os.path.join(CONFIG_DIR, name + ".py")
+                if not os.path.isfile(path):
+                    known = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                                   if f.endswith(".py") and f not in ("__init__.py", "defaults.py"))
+                    raise SystemExit(f"--config={value}: no config {name!r}; known: {', '.join(known)}")
+                arg = "--config=" + path + sep + rest
+        out.append(arg)
+    return out
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and config.json go.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for multi-process runs without a cluster launcher.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jointist_jax.train import distributed, trainer
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    # Keep TensorFlow (the input pipeline) off the accelerators: they belong to jax.
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main, argv=resolve_config_argument(sys.argv))
