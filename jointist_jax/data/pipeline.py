@@ -1,0 +1,493 @@
+"""The training and validation input pipeline: records → crops → sampled rows → global jax.Arrays.
+
+Design (REFERENCE §4.3, §3.1; DECISIONS 8, 12, 13, 14):
+
+* Each host indexes its own shard files once (:mod:`records`; file ``i`` goes to host
+  ``i % process_count``) and weights every window by its number of valid crop starts, so every
+  crop start of the host's data is equally likely.
+* Example ``i`` of a host is a pure function of ``(seed, process_index, i)`` and the data:
+  ``epoch, j = divmod(i, M)`` where ``M`` (examples per epoch) is the host's crop-start count
+  divided by the clip length, rounded up. Epoch ``e`` draws a stratified sample of ``M`` crop
+  starts (one uniform draw in each of ``M`` equal slices of all crop starts), shuffled by
+  ``default_rng([seed, process_index, 1, e])``; entry ``j`` picks the record and crop start. Row
+  sampling uses ``default_rng([seed, process_index, 0, i])``. A pipeline started at step ``n``
+  therefore starts at example ``n * local_batch`` and reads nothing before it.
+* Silent crops (no note overlapping the crop): as the reference, the crop start is redrawn, here
+  uniformly within the same window, at most :data:`MAX_CROP_RESAMPLES` times; a crop that stays
+  silent gets all-negative rows (:mod:`sampler`).
+* Evaluation (``random_crop=False``, DECISIONS 13): one crop per track starting at
+  :data:`EVAL_OFFSET_SECONDS` (10 s), or at 0 when the track is shorter than the offset plus one
+  clip (20 s for 10-s clips); tracks in dataset order, dealt round-robin to hosts; one finite pass;
+  rows sampled with ``default_rng([seed, 2, track_position])``; the last batch is padded by
+  repeating the host's last crop, with ``valid`` = 0 on the padding rows.
+* Rows are built in numpy inside a ``tf.data`` parallel map (deterministic order), batched,
+  prefetched, then each host's batch becomes one global ``jax.Array`` sharded along ``data_axis``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from jointist_jax import instruments
+from jointist_jax.data import records, sampler, targets
+
+MAX_CROP_RESAMPLES = 10
+EVAL_OFFSET_SECONDS = 10.0
+_INFINITE = 1 << 62
+
+
+# --- crop-start weighting ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CropTable:
+    """Valid crop starts of every record: record ``r`` allows starts ``lo[r] .. hi[r]`` (inclusive)."""
+
+    lo: np.ndarray       # int64 (R,) absolute sample
+    hi: np.ndarray       # int64 (R,), hi < lo: no valid start in this record
+    cumulative: np.ndarray  # int64 (R + 1,) running count of starts
+
+    @property
+    def total(self) -> int:
+        return int(self.cumulative[-1])
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """The ``position``-th crop start (0-based) as ``(record, absolute start sample)``."""
+        record = int(np.searchsorted(self.cumulative, position, side="right") - 1)
+        return record, int(self.lo[record] + position - self.cumulative[record])
+
+
+def resolve_hop(dataset: records.ClipDataset, index: records.RecordIndex) -> int | None:
+    """Window hop in samples: from the metadata, else ``window_start / window_index`` of the records."""
+    later = index.window_index > 0
+    derived = None
+    if np.any(later):
+        hops = np.unique(index.window_start[later] // index.window_index[later])
+        if len(hops) != 1 or np.any(index.window_start[later] % index.window_index[later]):
+            raise ValueError(f"{str(dataset.path)!r}: window starts are not multiples of one hop; "
+                             f"window_start/window_index gives {hops[:5].tolist()}")
+        derived = int(hops[0])
+    if dataset.hop_samples is not None and derived is not None and derived != dataset.hop_samples:
+        raise ValueError(f"{str(dataset.path)!r}: the records' window hop is {derived} samples, the "
+                         f"dataset metadata says {dataset.hop_samples}")
+    return dataset.hop_samples if dataset.hop_samples is not None else derived
+
+
+def crop_table(index: records.RecordIndex, clip_samples: int, hop_samples: int | None) -> CropTable:
+    """Valid crop starts per record: ``[k·H, min(k·H + H − 1, N − clip)]`` (start 0 if N < clip).
+
+    Every start of a track lies in exactly one window when ``clip`` equals the dataset's clip (the
+    default). With a shorter ``clip``, the last window's starts past ``k·H + H − 1`` (fewer than
+    the difference of the clip lengths per track) are not drawn. Without a known hop only
+    single-window tracks can be indexed (their window is the whole track).
+    """
+    ws, n = index.window_start, index.track_length
+    lo = ws.copy()
+    if hop_samples is None:
+        if np.any(index.window_index > 0):
+            raise ValueError("the window hop is unknown but some tracks have several windows")
+        hi = n - clip_samples
+    else:
+        hi = np.minimum(ws + hop_samples - 1, n - clip_samples)
+    # A track shorter than one clip still gives one (zero-padded) crop from its first window.
+    short = (n < clip_samples) & (index.window_index == 0)
+    hi = np.where(short, 0, hi)
+    counts = np.maximum(hi - lo + 1, 0)
+    return CropTable(lo=lo, hi=hi, cumulative=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def epoch_size(table: CropTable, clip_samples: int) -> int:
+    """Examples per epoch: as many crops as fit the host's crop starts end to end (at least 1)."""
+    return max(1, math.ceil(table.total / clip_samples))
+
+
+def epoch_positions(seed: int, process_index: int, epoch: int, total: int, size: int) -> np.ndarray:
+    """``size`` crop-start positions in ``[0, total)``: one uniform draw per equal slice, shuffled.
+
+    Each position is marginally uniform over all starts, and an epoch covers the data evenly.
+    """
+    rng = np.random.default_rng([seed, process_index, 1, epoch])
+    edges = (np.arange(size + 1, dtype=np.float64) * total / size)
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.maximum(np.floor(edges[1:]).astype(np.int64), lo + 1)
+    positions = np.minimum(lo + (rng.random(size) * (hi - lo)).astype(np.int64), total - 1)
+    return positions[rng.permutation(size)]
+
+
+def eval_crop_start(track_length: int, clip_samples: int, sample_rate: int,
+                    offset_seconds: float = EVAL_OFFSET_SECONDS) -> int:
+    """DECISIONS 13: the fixed evaluation crop starts at 10 s, or at 0 if the track is too short."""
+    offset = int(round(offset_seconds * sample_rate))
+    return offset if track_length >= offset + clip_samples else 0
+
+
+def eval_crops(index: records.RecordIndex, table: CropTable, clip_samples: int, sample_rate: int,
+               offset_seconds: float = EVAL_OFFSET_SECONDS) -> list[tuple[int, int]]:
+    """One ``(record, start)`` per track, in order of the tracks' first records."""
+    crops = []
+    order = dict.fromkeys(index.track_id.tolist())
+    for track in order:
+        rows = np.flatnonzero(index.track_id == track)
+        start = eval_crop_start(int(index.track_length[rows[0]]), clip_samples, sample_rate, offset_seconds)
+        inside = rows[(table.lo[rows] <= start) & (start <= table.hi[rows])]
+        if len(inside) == 0:
+            # The start falls between two windows' start ranges: use the window that holds it.
+            inside = rows[index.window_start[rows] <= start][-1:]
+        crops.append((int(inside[0]), start))
+    return crops
+
+
+# --- one example ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """Shapes of one clip's outputs."""
+
+    clip_samples: int
+    sample_rate: int
+    num_positive: int
+    num_negative: int
+    temperature: float
+    transcribe_negatives: bool
+    targets: bool
+    stems: bool
+    evaluation: bool
+
+    @property
+    def rows(self) -> int:
+        return self.num_positive + self.num_negative
+
+    @property
+    def frames(self) -> int:
+        return targets.num_frames(self.clip_samples / self.sample_rate)
+
+    def fields(self) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        """``(key, dtype, per-clip shape)`` of every output, in output order."""
+        k, t, c, n = self.rows, self.frames, self.clip_samples, instruments.CONDITION_SIZE
+        out = [("waveform", np.float32, (c,)), ("instruments", np.float32, (n,))]
+        if k:
+            out += [("class_ids", np.int32, (k,)), ("conditions", np.float32, (k, n)),
+                    ("is_positive", np.float32, (k,))]
+            if self.targets:
+                out += [(name, np.float32, (k, t, targets.NUM_KEYS))
+                        for name in ("onset_roll", "reg_onset_roll", "frame_roll", "mask_roll")]
+            if self.stems:
+                out += [("source", np.float32, (k, c)), ("source_valid", np.float32, (k,))]
+        if self.evaluation:
+            out.append(("valid", np.float32, ()))
+        return out
+
+
+def _to_float(samples: np.ndarray, length: int) -> np.ndarray:
+    """int16 samples as float32 in [-1, 1), zero-padded at the end to ``length``."""
+    piece = samples.astype(np.float32) / 32768.0
+    short = length - piece.shape[-1]
+    if short > 0:
+        piece = np.pad(piece, [(0, 0)] * (piece.ndim - 1) + [(0, short)])
+    return piece
+
+
+def _present(record, offset_s: float, seconds: float) -> np.ndarray:
+    return targets.instrument_labels(record["note_class"], record["note_onset"], record["note_offset"],
+                                     offset_s, seconds)
+
+
+def build_example(record: records.Record, start: int, rng: np.random.Generator, spec: ExampleSpec, *,
+                  resample_within: tuple[int, int] | None, valid: float = 1.0) -> dict[str, np.ndarray]:
+    """The outputs of one clip from its record and absolute crop start.
+
+    ``resample_within=(lo, hi)`` redraws silent crops' starts uniformly in ``[lo, hi]``
+    (training); ``None`` keeps the crop as it is (evaluation).
+    """
+    c, sr = spec.clip_samples, spec.sample_rate
+    window_start = int(record["window_start"])
+    track_length = int(record["track_length"])
+    seconds = c / sr
+
+    offset = start - window_start
+    labels = _present(record, offset / sr, seconds)
+    if resample_within is not None and not labels.any():
+        lo, hi = resample_within
+        for _ in range(MAX_CROP_RESAMPLES):
+            start = int(rng.integers(lo, hi + 1))
+            offset = start - window_start
+            labels = _present(record, offset / sr, seconds)
+            if labels.any():
+                break
+    mix = record.mix(offset, c)
+    if len(mix) < c and start + c <= track_length:
+        raise ValueError(
+            f"record {record['track_id']!r} window {int(record['window_index'])} holds too few samples "
+            f"for a {c}-sample crop at offset {offset}: clip_seconds exceeds the dataset's clip")
+
+    out = {"waveform": _to_float(mix, c), "instruments": labels}
+    if spec.rows:
+        present = np.flatnonzero(labels)
+        class_ids, is_positive = sampler.sample_conditions(
+            rng, present, spec.num_positive, spec.num_negative, spec.temperature)
+        out["class_ids"] = class_ids
+        out["conditions"] = instruments.condition_one_hot(class_ids)
+        out["is_positive"] = is_positive.astype(np.float32)
+        positives = sorted(set(class_ids[is_positive].tolist()))
+        if spec.targets:
+            rolls = {}
+            for cls in positives:
+                sel = record["note_class"] == cls
+                rolls[cls] = targets.note_rolls(
+                    record["note_onset"][sel], record["note_offset"][sel], record["note_pitch"][sel],
+                    start=offset / sr, seconds=seconds)
+            out.update(sampler.row_rolls(class_ids, is_positive, rolls, frames=spec.frames,
+                                         num_keys=targets.NUM_KEYS,
+                                         transcribe_negatives=spec.transcribe_negatives))
+        if spec.stems:
+            stem_row = {int(cls): i for i, cls in enumerate(record["stem_classes"])}
+            # Only the stems of the sampled positive classes are decoded, and only up to the crop.
+            wanted = [cls for cls in positives if cls in stem_row]
+            crops = record.stems([stem_row[cls] for cls in wanted], offset, c)
+            stems = {cls: _to_float(crop, c) for cls, crop in zip(wanted, crops)}
+            out["source"], out["source_valid"] = sampler.row_sources(class_ids, is_positive, stems, c)
+    if spec.evaluation:
+        out["valid"] = np.float32(valid)
+    return out
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+def host_files(files: list, process_index: int, process_count: int) -> list:
+    """Shard files of one host: file ``i`` goes to host ``i % process_count``."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must lie in 0..{process_count - 1}")
+    if len(files) < process_count:
+        raise ValueError(f"{len(files)} shard files cannot feed {process_count} hosts: host "
+                         f"{len(files)} and later would get no file")
+    return files[process_index::process_count]
+
+
+def _local_batch(global_batch: int, process_count: int) -> int:
+    if global_batch <= 0 or global_batch % process_count:
+        raise ValueError(f"global_batch {global_batch} must be a positive multiple of the process "
+                         f"count {process_count}")
+    return global_batch // process_count
+
+
+class InputPipeline:
+    """Iterator over global batches (dicts of ``jax.Array``); see the module docstring.
+
+    Iterate it for global arrays, or call :meth:`local_batches` for this host's numpy batches.
+    Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, data_dir, split: str, *, global_batch: int, num_positive: int = 0,
+                 num_negative: int = 0, temperature: float = 0.5, transcribe_negatives: bool = False,
+                 seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
+                 clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
+                 stems: bool = True, prefetch: int = 2, num_workers: int = 4,
+                 eval_offset_seconds: float = EVAL_OFFSET_SECONDS,
+                 process_index: int | None = None, process_count: int | None = None):
+        if seed < 0 or start_step < 0:
+            raise ValueError(f"seed and start_step must be >= 0, got seed={seed}, start_step={start_step}")
+        if num_positive < 0 or num_negative < 0:
+            raise ValueError(f"num_positive/num_negative must be >= 0, got {num_positive}/{num_negative}")
+        self._jax_layout = process_index is None and process_count is None
+        if self._jax_layout:
+            import jax
+            process_index, process_count = jax.process_index(), jax.process_count()
+        elif process_index is None or process_count is None:
+            raise ValueError("pass both process_index and process_count, or neither")
+        self.process_index, self.process_count = process_index, process_count
+        self.global_batch = global_batch
+        self.local_batch = _local_batch(global_batch, process_count)
+        self.mesh, self.data_axis = mesh, data_axis
+        self.seed, self.start_step = seed, start_step
+        self.prefetch, self.num_workers = prefetch, max(1, num_workers)
+        self.random_crop = random_crop
+
+        self.dataset = records.open_dataset(data_dir)
+        files = self.dataset.split_files(split)
+        self.split = split
+        clip = int(round(clip_seconds * self.dataset.sample_rate))
+        if self.dataset.clip_samples is not None and clip > self.dataset.clip_samples:
+            raise ValueError(f"clip_seconds {clip_seconds} is longer than the dataset's clip "
+                             f"({self.dataset.clip_samples / self.dataset.sample_rate} s) in "
+                             f"{str(self.dataset.path)!r}")
+        self.spec = ExampleSpec(
+            clip_samples=clip, sample_rate=self.dataset.sample_rate, num_positive=num_positive,
+            num_negative=num_negative, temperature=temperature, transcribe_negatives=transcribe_negatives,
+            targets=targets, stems=stems, evaluation=not random_crop)
+        # Training: this host's files only. Evaluation: every host indexes all files so that all
+        # hosts agree on the track list and on the number of batches.
+        own = host_files(files, process_index, process_count) if random_crop else files
+        self.index = records.build_index(own)
+        if len(self.index) == 0:
+            raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no records for host {process_index}")
+        self.table = crop_table(self.index, clip, resolve_hop(self.dataset, self.index))
+        if random_crop:
+            if self.table.total == 0:
+                raise ValueError(f"split {split!r}: no valid {clip_seconds}-s crop start for host {process_index}")
+            self.examples_per_epoch = epoch_size(self.table, clip)
+            self.steps_per_epoch = self.examples_per_epoch // self.local_batch
+            self._slots = None
+        else:
+            crops = eval_crops(self.index, self.table, clip, self.dataset.sample_rate, eval_offset_seconds)
+            mine = list(range(process_index, len(crops), process_count))
+            most = math.ceil(len(crops) / process_count)
+            self.steps_per_epoch = math.ceil(most / self.local_batch)
+            self.num_tracks = len(crops)
+            # (track position, record, start, valid); padding repeats the host's last crop.
+            fill = mine[-1] if mine else 0
+            self._slots = [(p, *crops[p], 1.0) for p in mine]
+            self._slots += [(fill, *crops[fill], 0.0)] * (self.steps_per_epoch * self.local_batch - len(mine))
+            if start_step > self.steps_per_epoch:
+                raise ValueError(f"start_step {start_step} is past the {self.steps_per_epoch} evaluation steps")
+        self.reader = records.RecordReader(self.dataset, self.index)
+        self._positions: dict[int, np.ndarray] = {}
+        self._positions_lock = threading.Lock()
+        self._iterator = None
+
+    # -- examples --
+
+    def _epoch_positions(self, epoch: int) -> np.ndarray:
+        with self._positions_lock:
+            if epoch not in self._positions:
+                if len(self._positions) >= 2:
+                    self._positions.pop(min(self._positions))
+                self._positions[epoch] = epoch_positions(
+                    self.seed, self.process_index, epoch, self.table.total, self.examples_per_epoch)
+            return self._positions[epoch]
+
+    def example(self, i: int) -> dict[str, np.ndarray]:
+        """Example ``i`` of this host (a pure function of seed, host, ``i`` and the data)."""
+        if self._slots is not None:
+            position, record, start, valid = self._slots[i]
+            rng = np.random.default_rng([self.seed, 2, position])
+            return build_example(self.reader.read_lazy(record), start, rng, self.spec,
+                                 resample_within=None, valid=valid)
+        epoch, j = divmod(i, self.examples_per_epoch)
+        record, start = self.table.locate(int(self._epoch_positions(epoch)[j]))
+        rng = np.random.default_rng([self.seed, self.process_index, 0, i])
+        bounds = (int(self.table.lo[record]), int(self.table.hi[record]))
+        return build_example(self.reader.read_lazy(record), start, rng, self.spec, resample_within=bounds)
+
+    def _tf_dataset(self):
+        import tensorflow as tf
+
+        fields = self.spec.fields()
+        first = self.start_step * self.local_batch
+        last = _INFINITE if self._slots is None else len(self._slots)
+
+        def produce(i):
+            ex = self.example(int(i))
+            return tuple(np.asarray(ex[name], dtype=dtype) for name, dtype, _ in fields)
+
+        def to_dict(i):
+            values = tf.numpy_function(produce, [i], [tf.as_dtype(d) for _, d, _ in fields], stateful=False)
+            out = {}
+            for (name, _, shape), value in zip(fields, values):
+                value.set_shape(shape)
+                out[name] = value
+            return out
+
+        ds = tf.data.Dataset.range(first, last)
+        ds = ds.map(to_dict, num_parallel_calls=self.num_workers, deterministic=True)
+        ds = ds.batch(self.local_batch, drop_remainder=True)
+        if self.prefetch:
+            ds = ds.prefetch(self.prefetch)
+        options = tf.data.Options()
+        options.deterministic = True
+        return ds.with_options(options)
+
+    def local_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """This host's batches as numpy dicts, ``local_batch`` clips each."""
+        for batch in self._tf_dataset().as_numpy_iterator():
+            yield batch
+
+    # -- global arrays --
+
+    def _sharding(self):
+        import jax
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        mesh = self.mesh
+        if mesh is None:
+            mesh = jax.make_mesh((len(jax.devices()),), (self.data_axis,))
+        if self.data_axis not in mesh.axis_names:
+            raise ValueError(f"mesh axes {mesh.axis_names} lack the data axis {self.data_axis!r}")
+        size = mesh.shape[self.data_axis]
+        if self.global_batch % size:
+            raise ValueError(f"global_batch {self.global_batch} is not divisible by the mesh's "
+                             f"{self.data_axis!r} axis size {size}")
+        return NamedSharding(mesh, PartitionSpec(self.data_axis))
+
+    def __iter__(self):
+        import jax
+
+        if not self._jax_layout:
+            raise RuntimeError("global arrays need the real process layout; this pipeline was built with "
+                               "explicit process_index/process_count, use local_batches()")
+        sharding = self._sharding()
+
+        def generate():
+            for batch in self.local_batches():
+                yield {key: jax.make_array_from_process_local_data(
+                    sharding, value, (self.global_batch,) + value.shape[1:]) for key, value in batch.items()}
+
+        self._iterator = generate()
+        return self._iterator
+
+    def close(self) -> None:
+        """Stops iteration and closes the shard files."""
+        if self._iterator is not None:
+            self._iterator.close()
+            self._iterator = None
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive: int = 0,
+                        num_negative: int = 0, temperature: float = 0.5, transcribe_negatives: bool = False,
+                        seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
+                        clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
+                        stems: bool = True, prefetch: int = 2, num_workers: int = 4,
+                        eval_offset_seconds: float = EVAL_OFFSET_SECONDS, process_index: int | None = None,
+                        process_count: int | None = None) -> InputPipeline:
+    """Builds the input pipeline (module docstring); iterate it for dicts of global ``jax.Array``.
+
+    Args:
+      data_dir: TFDS data dir holding ``slakh2100/clips/<version>`` (or the version dir itself).
+      split: ``train``, ``validation`` or ``test``.
+      global_batch: clips per step over all hosts; each host makes ``global_batch // process_count``.
+      num_positive, num_negative: rows per clip (0 and 0: recognizer batches, waveform + labels).
+      temperature: positive sampler temperature. transcribe_negatives: DECISIONS 14 option.
+      seed: data seed. start_step: first step to produce; earlier batches are not read.
+      mesh, data_axis: batches are sharded along ``data_axis`` (default mesh: all devices).
+      clip_seconds: crop length. random_crop: False = evaluation mode (one fixed crop per track,
+        finite, ``valid`` key). targets / stems: False skips rolls / sources.
+      prefetch: batches prefetched. num_workers: parallel example builders.
+      eval_offset_seconds: evaluation crop start (DECISIONS 13).
+      process_index, process_count: for tests (default: jax's); explicit values allow only
+        :meth:`InputPipeline.local_batches`.
+    """
+    return InputPipeline(
+        data_dir, split, global_batch=global_batch, num_positive=num_positive, num_negative=num_negative,
+        temperature=temperature, transcribe_negatives=transcribe_negatives, seed=seed, start_step=start_step,
+        mesh=mesh, data_axis=data_axis, clip_seconds=clip_seconds, random_crop=random_crop, targets=targets,
+        stems=stems, prefetch=prefetch, num_workers=num_workers, eval_offset_seconds=eval_offset_seconds,
+        process_index=process_index, process_count=process_count)
+
+
+def steps_per_epoch(data_dir, split: str, *, global_batch: int, clip_seconds: float = 10.0,
+                    process_index: int | None = None, process_count: int | None = None) -> int:
+    """Training steps per epoch of this host (examples per epoch // local batch)."""
+    with InputPipeline(data_dir, split, global_batch=global_batch, clip_seconds=clip_seconds,
+                       targets=False, stems=False, process_index=process_index,
+                       process_count=process_count) as pipe:
+        return pipe.steps_per_epoch

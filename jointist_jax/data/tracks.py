@@ -1,0 +1,83 @@
+"""Whole tracks for evaluation, reassembled from the stored windows of a split.
+
+Records are read in file order with :mod:`records` (no tf.data interleaving, which would mix
+tracks); consecutive records of one ``track_id`` are one track, put back together by
+:func:`data_pipelines.slakh2100.assemble_track` (the builder's own inverse of its packing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+from data_pipelines.slakh2100 import assemble_track
+from jointist_jax.data import records
+
+
+@dataclasses.dataclass
+class Notes:
+    """Note arrays of one track, times in seconds from the track start, sorted by onset."""
+
+    note_class: np.ndarray  # int32 (M,)
+    pitch: np.ndarray       # int32 (M,)
+    onset: np.ndarray       # float64 (M,)
+    offset: np.ndarray      # float64 (M,)
+    velocity: np.ndarray    # int32 (M,)
+
+    def of_class(self, cls: int) -> "Notes":
+        """The notes of one class."""
+        sel = self.note_class == cls
+        return Notes(self.note_class[sel], self.pitch[sel], self.onset[sel], self.offset[sel], self.velocity[sel])
+
+
+@dataclasses.dataclass
+class Track:
+    """One whole track: float32 audio in [-1, 1) and its labelled notes."""
+
+    track_id: str
+    sample_rate: int
+    mix: np.ndarray                # float32 (N,)
+    stems: dict[int, np.ndarray]   # class index -> float32 (N,)
+    notes: Notes
+    classes: np.ndarray            # int32: classes with a note anywhere in the track
+
+
+def _to_track(windows: list[dict], sample_rate: int) -> Track:
+    whole = assemble_track(windows, sample_rate)
+    stems = {int(cls): whole["stems"][i].astype(np.float32) / 32768.0
+             for i, cls in enumerate(whole["stem_classes"])}
+    notes = Notes(
+        note_class=np.asarray(whole["note_class"], np.int32), pitch=np.asarray(whole["note_pitch"], np.int32),
+        onset=np.asarray(whole["note_onset"], np.float64), offset=np.asarray(whole["note_offset"], np.float64),
+        velocity=np.asarray(whole["note_velocity"], np.int32))
+    return Track(track_id=whole["track_id"], sample_rate=sample_rate,
+                 mix=whole["mix"].astype(np.float32) / 32768.0, stems=stems, notes=notes,
+                 classes=np.asarray(whole["track_classes"], np.int32))
+
+
+def iterate_tracks(data_dir: str | os.PathLike, split: str) -> Iterator[Track]:
+    """Yields every track of ``split`` in dataset order, one at a time (one track in memory).
+
+    Raises ``ValueError`` if a track's windows are not stored consecutively and in order.
+    """
+    dataset = records.open_dataset(data_dir)
+    index = records.build_index(dataset.split_files(split))
+    seen: set[str] = set()
+    with records.RecordReader(dataset, index) as reader:
+        pending: list[dict] = []
+        for r in range(len(index)):
+            track_id = index.track_id[r]
+            if pending and track_id != index.track_id[r - 1]:
+                yield _to_track(pending, dataset.sample_rate)
+                pending = []
+            if not pending:
+                if track_id in seen:
+                    raise ValueError(f"split {split!r} of {str(dataset.path)!r}: the windows of track "
+                                     f"{track_id!r} are not stored consecutively")
+                seen.add(track_id)
+            pending.append(reader.read(r))
+        if pending:
+            yield _to_track(pending, dataset.sample_rate)
