@@ -152,8 +152,9 @@ def _initialise_from(run: _Run, state: TrainState, init_from: str) -> TrainState
     if subtree is None:
         params, batch_stats = items["params"], items["batch_stats"]
     else:
-        params = nnx.State(dict(params.items()) | {subtree: items["params"]})
-        batch_stats = nnx.State(dict(batch_stats.items()) | {subtree: items["batch_stats"]})
+        params, batch_stats = jax.tree.map(lambda x: x, (params, batch_stats))  # fresh containers
+        params[subtree] = items["params"]
+        batch_stats[subtree] = items["batch_stats"]
     params = jax.device_put(params, run.state_sharding.params)
     batch_stats = jax.device_put(batch_stats, run.state_sharding.batch_stats)
     # The optimiser starts fresh for the new parameters.
@@ -177,6 +178,18 @@ def _evaluate(run: _Run, state: TrainState, config: ml_collections.ConfigDict, d
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * w
     return {name: value / max(weight, 1e-9) for name, value in totals.items()}
+
+
+def parameter_checksum(state: TrainState) -> float:
+    """Sum of every parameter (float64) from this process's copy: equal across processes when the
+    replicated parameters agree. Sharded parameters (``shard_params``) are gathered first."""
+    total = 0.0
+    for leaf in jax.tree.leaves(state.params):
+        if leaf.is_fully_replicated:
+            total += float(np.asarray(leaf.addressable_data(0), dtype=np.float64).sum())
+        else:
+            total += float(np.asarray(multihost_utils.process_allgather(leaf, tiled=True), dtype=np.float64).sum())
+    return total
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
