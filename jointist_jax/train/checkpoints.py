@@ -90,3 +90,67 @@ def restore_from_path(path: str | os.PathLike, target: dict) -> tuple[dict, int]
         return restore(mngr, step, target), step
     finally:
         mngr.close()
+
+
+def _abstract_items(config: ml_collections.ConfigDict):
+    """(graphdef, abstract checkpoint items) of a run's model and optimiser, without allocating."""
+    from flax import nnx
+
+    from jointist_jax.train import model_factory
+    from jointist_jax.train.optimizer import make_optimizer
+
+    tx, _ = make_optimizer(config.optimizer)
+
+    def items():
+        model = model_factory.build_model(config, nnx.Rngs(0))
+        _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        return dict(step=jax.numpy.zeros((), jax.numpy.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params))
+
+    return jax.eval_shape(items)
+
+
+def load_model(path: str | os.PathLike, *, sharding=None):
+    """A trained model for inference: ``(module in eval mode, config, step)``.
+
+    ``path`` is a workdir, its ``checkpoints/`` dir or one step of it (see :func:`locate`); the
+    workdir's ``config.json`` says which model to build. Arrays land replicated on ``sharding``
+    (default: the first local device).
+    """
+    from flax import nnx
+
+    from jointist_jax.train import model_factory
+
+    workdir, _, _ = locate(path)
+    config = read_config(workdir)
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = _abstract_items(config)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+    items, step = restore_from_path(path, target)
+    model = model_factory.build_model(config, nnx.Rngs(0))
+    nnx.update(model, items["params"], items["batch_stats"])
+    model.eval()
+    return model, config, step
+
+
+def save_model(workdir: str | os.PathLike, config: ml_collections.ConfigDict, model, *, step: int = 0) -> Path:
+    """Writes ``model`` as a checkpoint that :func:`load_model`, ``init_from`` and resume accept:
+    ``workdir/config.json`` and ``workdir/checkpoints/<step>`` with a fresh optimiser state.
+    Used to import weights trained elsewhere (launch/convert_torch_checkpoint.py)."""
+    from flax import nnx
+
+    from jointist_jax.train.optimizer import make_optimizer
+
+    tx, _ = make_optimizer(config.optimizer)
+    _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    items = dict(step=jax.numpy.asarray(step, jax.numpy.int32), params=params, batch_stats=batch_stats,
+                 opt_state=tx.init(params))
+    write_config(workdir, config)
+    mngr = manager(workdir, keep=1, asynchronous=False)
+    try:
+        save(mngr, step, items, force=True)
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+    return Path(workdir) / CHECKPOINT_DIR / str(step)
