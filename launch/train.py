@@ -56,14 +56,22 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (wi
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import jax
+    from absl import logging as absl_logging
+
     from jointist_jax.train import distributed, trainer
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     # Keep TensorFlow (the input pipeline) off the accelerators: they belong to jax.
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    state = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    # Every process prints the same number when the replicated parameters agree.
+    print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
+          f"{trainer.parameter_checksum(state):.10e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+"""The real train_and_evaluate on tiny configs and tiny synthetic data, on 8 simulated CPU devices.
+
+Covers every stage, init_from, exact resume (in-process and after SIGKILL), restoring on another
+device count, SIGTERM handling, the non-finite-loss guard and a two-process run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jointist_jax.train import checkpoints, trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "launch" / "train.py")
+
+
+def tiny_config(name: str, data_dir, **overrides):
+    """The stage's runlocal config on the tiny dataset, 8 clips per step (one per device)."""
+    stage, _, arg = name.partition(":")
+    config = importlib.import_module(f"configs.{stage}").get_config(arg or "runlocal")
+    config.data.data_dir = str(data_dir)
+    config.data.global_batch = 8
+    config.data.eval_batches = 1
+    config.total_steps = 2
+    config.log_every = 1
+    config.checkpoint_every = 2
+    config.eval_every = 1000
+    for key, value in overrides.items():
+        target = config
+        *path, leaf = key.split(".")
+        for part in path:
+            target = target[part]
+        target[leaf] = value
+    return config
+
+
+def scalars(workdir: Path) -> dict[str, list[float]]:
+    """Every scalar in a workdir's TensorBoard event files."""
+    values: dict[str, list[float]] = {}
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                values.setdefault(value.tag, []).append(number)
+    return values
+
+
+def saved_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def flat_params(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, **popen) -> subprocess.Popen:
+    """Starts launch/train.py as another process with ``devices`` simulated CPU devices."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, TRAIN, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def config_flags(name: str, data_dir, workdir, **overrides) -> list[str]:
+    flags = [f"--config={name}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+             "--config.data.global_batch=8", "--config.data.eval_batches=1", "--config.log_every=1",
+             "--config.eval_every=1000"]
+    flags += [f"--config.{k}={v}" for k, v in overrides.items()]
+    return flags
+
+
+@pytest.fixture(scope="module")
+def transcription_run(tiny_tfds_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("transcription")
+    state = trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir), str(workdir))
+    return workdir, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ir", "separation", "joint_scratch"])
+def test_stage_trains_checkpoints_and_logs(name, tiny_tfds_dir, tmp_path):
+    state = trainer.train_and_evaluate(tiny_config(name, tiny_tfds_dir), str(tmp_path))
+    assert int(state.step) == 2
+    assert saved_steps(tmp_path) == [2]
+    logged = scalars(tmp_path)
+    assert len(logged["train/loss"]) == 2 and np.all(np.isfinite(logged["train/loss"]))
+    for key in ("train/learning_rate", "train/grad_norm", "train/param_norm", "train/steps_per_second",
+                "train/examples_per_second", "train/wall_time_seconds", "valid/loss"):
+        assert key in logged, key
+    module_loss = {"ir": "ir_loss", "separation": "separation_loss", "joint_scratch": "separation_loss"}[name]
+    assert f"train/{module_loss}" in logged and f"valid/{module_loss}" in logged
+    assert checkpoints.read_config(tmp_path).stage == tiny_config(name, tiny_tfds_dir).stage
+
+
+@pytest.mark.slow
+def test_transcription_stage(transcription_run):
+    workdir, state = transcription_run
+    assert int(state.step) == 2 and saved_steps(workdir) == [2]
+    logged = scalars(workdir)
+    assert np.all(np.isfinite(logged["train/transcription_loss"]))
+    assert logged["train/learning_rate"][0] == 0.0  # LambdaLR: the first update has lr 0
+
+
+@pytest.mark.slow
+def test_joint_pretrained_starts_from_the_transcription_checkpoint(transcription_run, tiny_tfds_dir, tmp_path):
+    source_dir, source_state = transcription_run
+    config = tiny_config("joint_pretrained", tiny_tfds_dir, total_steps=1, init_from=str(source_dir))
+    state = trainer.train_and_evaluate(config, str(tmp_path))
+    # Step 0 has learning rate 0, so after one step the transcriber still holds the source's weights.
+    joint = jax.tree.leaves(state.params["transcriber"])
+    for got, want in zip(joint, jax.tree.leaves(source_state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_joint_pretrained_requires_init_from(tiny_tfds_dir, tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        trainer.train_and_evaluate(tiny_config("joint_pretrained", tiny_tfds_dir), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_resume_in_process_is_bitwise_exact(tiny_tfds_dir, tmp_path):
+    full = trainer.train_and_evaluate(
+        tiny_config("transcription", tiny_tfds_dir, total_steps=4), str(tmp_path / "full"))
+    trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, total_steps=2), str(tmp_path / "split"))
+    resumed = trainer.train_and_evaluate(
+        tiny_config("transcription", tiny_tfds_dir, total_steps=4), str(tmp_path / "split"))
+    for a, b in zip(flat_params(full), flat_params(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_tfds_dir, tmp_path):
+    config = tiny_config("transcription", tiny_tfds_dir, total_steps=4, checkpoint_every=1)
+    config.optimizer.warmup_steps = 1
+    config.optimizer.lr = 1e30  # step 0 has lr 0 (fine); step 1 blows the parameters up
+    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2.*last good checkpoint is step 1"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert saved_steps(tmp_path) == [1]
+
+
+def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines[-40:])}")
+
+
+def _checkpoint_params(workdir: Path, step: int) -> list[np.ndarray]:
+    """Parameters of one saved step, restored without a target (host numpy arrays)."""
+    import orbax.checkpoint as ocp
+
+    path = workdir / "checkpoints" / str(step) / "default"
+    restored = ocp.StandardCheckpointer().restore(path)
+    return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_matches_uninterrupted_run(tiny_tfds_dir, tmp_path):
+    overrides = dict(total_steps=4, checkpoint_every=1)
+    proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path / "killed", **overrides))
+    _wait_for_line(proc, "step 3/4", timeout=400)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    restarted = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path / "killed", **overrides))
+    out, _ = restarted.communicate(timeout=400)
+    assert restarted.returncode == 0, out
+    assert "resumed from" in out
+    full = trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, **overrides), str(tmp_path / "full"))
+    for a, b in zip(flat_params(full), _checkpoint_params(tmp_path / "killed", 4), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir, tmp_path):
+    overrides = dict(total_steps=50, checkpoint_every=100)
+    proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
+    lines = _wait_for_line(proc, "step 1/50", timeout=400)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(lines) + out
+    steps = saved_steps(tmp_path)
+    assert len(steps) == 1 and 1 <= steps[0] < 50, steps
+    # The 8-device checkpoint resumes on a single device and trains on.
+    one_device = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path,
+                                        total_steps=steps[0] + 1, checkpoint_every=100), devices=1)
+    out, _ = one_device.communicate(timeout=400)
+    assert one_device.returncode == 0, out
+    assert f"resumed from" in out and f"final step {steps[0] + 1}" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_agree(tiny_tfds_dir, tmp_path):
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        flags = config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, total_steps=2)
+        flags = [f if not f.startswith("--config.data.global_batch") else "--config.data.global_batch=4"
+                 for f in flags]
+        flags += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"]
+        procs.append(run_train(flags, devices=2))
+    outputs = [p.communicate(timeout=500)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+    checksums = [[line.split("checksum")[1].strip() for line in out.splitlines() if "parameter checksum" in line]
+                 for out in outputs]
+    assert len(checksums[0]) == 1 and checksums[0] == checksums[1], outputs
+    assert saved_steps(tmp_path) == [2]
