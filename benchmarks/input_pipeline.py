@@ -1,10 +1,11 @@
-"""Input-pipeline throughput: clips/s and rows/s for the training stages' batch shapes.
+"""Data-path throughput: TFRecord build speed and size, and input-pipeline clips/s and rows/s.
 
     python benchmarks/input_pipeline.py --data_dir DATA           # a built slakh2100 dataset
     python benchmarks/input_pipeline.py --slakh_dir SLAKH         # builds one into a temp dir first
 
-Measures, after a warm-up, the pipeline of ``jointist_jax.data.pipeline`` producing global
-batches (rolls, sources and all) for
+With ``--slakh_dir`` it first measures the build: seconds of audio packed per second, bytes per
+hour of audio, and both scaled to the 145 hours of Slakh2100. Then it measures, after a warm-up,
+the pipeline of ``jointist_jax.data.pipeline`` producing global batches (rolls, sources and all) for
   * the joint transcription+separation stage: 2 clips x 3 positive rows;
   * the transcription stage: 2 clips x (2 positive + 2 negative) rows.
 One function per measurement; each returns a dict of numbers, printed by ``main``.
@@ -58,13 +59,28 @@ def measure_transcription_stage(data_dir: str, split: str, steps: int, warmup: i
                             warmup=warmup, workers=workers)
 
 
-def build_dataset(slakh_dir: str, split: str, workers: int) -> str:
-    """Builds the slakh2100 dataset of ``slakh_dir`` (split ``split`` only) into a temp dir."""
+SLAKH2100_HOURS = 145.0
+
+
+def measure_build(slakh_dir: str, split: str, workers: int) -> tuple[str, dict[str, float]]:
+    """Builds split ``split`` of ``slakh_dir`` into a temp dir: (data_dir, build numbers).
+
+    Numbers: audio seconds packed per second, stored bytes per audio hour (mix + class stems,
+    all windows), and the time and disk the 145-hour Slakh2100 would take at that rate.
+    """
     from data_pipelines import build_slakh
 
     data_dir = tempfile.mkdtemp(prefix="jointist_bench_")
-    build_slakh.build(slakh_dir, data_dir, splits=[split], workers=workers)
-    return data_dir
+    summary = build_slakh.build(slakh_dir, data_dir, splits=[split], workers=workers)
+    bytes_per_hour = summary.num_bytes / (summary.audio_seconds / 3600.0)
+    return data_dir, {
+        "audio_seconds": summary.audio_seconds,
+        "build_seconds": summary.elapsed_seconds,
+        "audio_seconds_per_second": summary.throughput,
+        "bytes_per_audio_hour": bytes_per_hour,
+        "slakh2100_gigabytes": bytes_per_hour * SLAKH2100_HOURS / 1e9,
+        "slakh2100_build_hours": SLAKH2100_HOURS * 3600.0 / summary.throughput / 3600.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pass --data_dir (built with `python -m data_pipelines.build_slakh`) or --slakh_dir; "
                      "for synthetic data: `python -m data_pipelines.synth_slakh --out /tmp/synth --tracks 4 "
                      "--seconds 40 --splits train=4` then `--slakh_dir /tmp/synth`")
-    data_dir = args.data_dir or build_dataset(args.slakh_dir, args.split, args.workers)
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir, b = measure_build(args.slakh_dir, args.split, args.workers)
+        print(f"build: {b['audio_seconds']:.0f} s of audio in {b['build_seconds']:.1f} s = "
+              f"{b['audio_seconds_per_second']:.1f} audio-s/s with {args.workers} workers; "
+              f"{b['bytes_per_audio_hour'] / 1e6:.1f} MB per audio hour")
+        print(f"scaled to Slakh2100 ({SLAKH2100_HOURS:.0f} h): {b['slakh2100_gigabytes']:.1f} GB, "
+              f"{b['slakh2100_build_hours']:.2f} h to build at this rate")
     print(f"input pipeline on {data_dir} ({args.split}), {jax.device_count()} {jax.default_backend()} "
           f"device(s), {args.workers} workers, {args.steps} batches after {args.warmup} warm-up")
     for name, fn in (("joint (2 clips x 3 pos)", measure_joint_stage),
