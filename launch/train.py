@@ -62,6 +62,7 @@ def main(argv):
     from jointist_jax.train import distributed, trainer
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
+    logging.getLogger("jointist_jax").setLevel(logging.INFO)
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     # Keep TensorFlow (the input pipeline) off the accelerators: they belong to jax.
