@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_negative = 0  # sampled absent instruments per clip (Empty included)
     config.data.temperature = 0.5  # positives ~ (1/occurrence)^temperature (REFERENCE §3.1)
     config.data.transcribe_negatives = False  # DECISIONS 14: False = code behaviour (no L_T)
-    config.data.eval_batches = 4  # validation windows per evaluation = eval_batches * global_batch
+    config.data.eval_batches = 4  # validation batches per evaluation (fixed windows); 0: no validation
 
     config.model = ml_collections.ConfigDict()
     config.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators

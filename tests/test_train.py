@@ -74,9 +74,9 @@ def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, **pope
 
 
 def config_flags(name: str, data_dir, workdir, **overrides) -> list[str]:
+    """Command-line flags of a subprocess run: tiny data, 8 clips per step, no validation."""
     flags = [f"--config={name}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-             "--config.data.global_batch=8", "--config.data.eval_batches=1", "--config.log_every=1",
-             "--config.eval_every=1000"]
+             "--config.data.global_batch=8", "--config.data.eval_batches=0", "--config.log_every=1"]
     flags += [f"--config.{k}={v}" for k, v in overrides.items()]
     return flags
 
@@ -99,6 +99,7 @@ def test_stage_trains_checkpoints_and_logs(name, tiny_tfds_dir, tmp_path):
     for key in ("train/learning_rate", "train/grad_norm", "train/param_norm", "train/steps_per_second",
                 "train/examples_per_second", "train/wall_time_seconds", "valid/loss"):
         assert key in logged, key
+    assert len(logged["valid/loss"]) == 2  # validation at the first and the last step
     module_loss = {"ir": "ir_loss", "separation": "separation_loss", "joint_scratch": "separation_loss"}[name]
     assert f"train/{module_loss}" in logged and f"valid/{module_loss}" in logged
     assert checkpoints.read_config(tmp_path).stage == tiny_config(name, tiny_tfds_dir).stage
@@ -129,20 +130,30 @@ def test_joint_pretrained_requires_init_from(tiny_tfds_dir, tmp_path):
         trainer.train_and_evaluate(tiny_config("joint_pretrained", tiny_tfds_dir), str(tmp_path))
 
 
+RESUME_OVERRIDES = dict(total_steps=4, checkpoint_every=1, **{"data.eval_batches": 0})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_tfds_dir, tmp_path_factory):
+    """Four transcription steps in one go: what every interrupted run must reproduce."""
+    config = tiny_config("transcription", tiny_tfds_dir, **RESUME_OVERRIDES)
+    return trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp("uninterrupted")))
+
+
 @pytest.mark.slow
-def test_resume_in_process_is_bitwise_exact(tiny_tfds_dir, tmp_path):
-    full = trainer.train_and_evaluate(
-        tiny_config("transcription", tiny_tfds_dir, total_steps=4), str(tmp_path / "full"))
-    trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, total_steps=2), str(tmp_path / "split"))
-    resumed = trainer.train_and_evaluate(
-        tiny_config("transcription", tiny_tfds_dir, total_steps=4), str(tmp_path / "split"))
-    for a, b in zip(flat_params(full), flat_params(resumed), strict=True):
+def test_resume_in_process_is_bitwise_exact(uninterrupted_run, tiny_tfds_dir, tmp_path):
+    trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, **dict(RESUME_OVERRIDES, total_steps=2)),
+                               str(tmp_path))
+    resumed = trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, **RESUME_OVERRIDES),
+                                         str(tmp_path))
+    for a, b in zip(flat_params(uninterrupted_run), flat_params(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_tfds_dir, tmp_path):
-    config = tiny_config("transcription", tiny_tfds_dir, total_steps=4, checkpoint_every=1)
+    config = tiny_config("transcription", tiny_tfds_dir, total_steps=4, checkpoint_every=1,
+                         **{"data.eval_batches": 0})
     config.optimizer.warmup_steps = 1
     config.optimizer.lr = 1e30  # step 0 has lr 0 (fine); step 1 blows the parameters up
     with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2.*last good checkpoint is step 1"):
@@ -172,18 +183,17 @@ def _checkpoint_params(workdir: Path, step: int) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_restart_matches_uninterrupted_run(tiny_tfds_dir, tmp_path):
+def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted_run, tiny_tfds_dir, tmp_path):
     overrides = dict(total_steps=4, checkpoint_every=1)
-    proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path / "killed", **overrides))
+    proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
     _wait_for_line(proc, "step 3/4", timeout=400)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    restarted = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path / "killed", **overrides))
+    restarted = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
     out, _ = restarted.communicate(timeout=400)
     assert restarted.returncode == 0, out
     assert "resumed from" in out
-    full = trainer.train_and_evaluate(tiny_config("transcription", tiny_tfds_dir, **overrides), str(tmp_path / "full"))
-    for a, b in zip(flat_params(full), _checkpoint_params(tmp_path / "killed", 4), strict=True):
+    for a, b in zip(flat_params(uninterrupted_run), _checkpoint_params(tmp_path, 4), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -226,7 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                                  start_step=first_step, **_data_options(config))
     step = first_step
     try:
-        if first_step == 0 or first_step >= total:
+        validate = config.data.eval_batches > 0  # 0 switches validation off
+        if validate and (first_step == 0 or first_step >= total):
             writer.scalars(step, _evaluate(run, state, config, data_dir), prefix="valid/")
         batches = iter(train_batches)
         while step < total:
@@ -244,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     print(summaries.progress_line(step, total, values, throughput.eta(step)), flush=True)
             if save_now:
                 checkpoints.save(mngr, step, state.checkpoint_items(), force=True)
-            if (step % config.eval_every == 0 or is_last) and not stopping:
+            if validate and (step % config.eval_every == 0 or is_last) and not stopping:
                 valid = _evaluate(run, state, config, data_dir)
                 writer.scalars(step, valid, prefix="valid/")
                 if jax.process_index() == 0:
