@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,convert]'
 	touch $@
 
 install: $(STAMP)
@@ -31,7 +31,8 @@ demo: install
 
 benchmarks: install
 	$(PY) benchmarks/input_pipeline.py
-	$(PY) benchmarks/forward.py
+	$(PY) benchmarks/forward.py --conditions 1,5
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf demo .pytest_cache

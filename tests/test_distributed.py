@@ -9,7 +9,7 @@ from jax.sharding import AxisType, PartitionSpec
 
 from configs import transcription
 from jointist_jax.train import distributed
-from jointist_jax.train.trainer import _Run
+from jointist_jax.train.trainer import Run
 
 
 def test_data_mesh_spans_all_devices_with_auto_axis():
@@ -76,7 +76,7 @@ def test_sharded_parameters_train_like_replicated_ones():
         config.data.clip_seconds = 0.5
         config.shard_params = shard
         config.shard_params_min_size = 1024
-        run = _Run(config, mesh)
+        run = Run(config, mesh)
         state = run.init_state()
         specs = {leaf.sharding.spec for leaf in jax.tree.leaves(state.params)}
         assert any("data" in tuple(s) for s in specs) == shard

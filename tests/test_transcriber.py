@@ -4,26 +4,17 @@ Full-size models are only built abstractly (``nnx.eval_shape``); everything that
 widths so each test takes seconds on CPU.
 """
 
-import csv
-import pathlib
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from jointist_jax.convert import mapping
 from jointist_jax.models import transcriber as tr
 from jointist_jax.models.transcriber import Transcriber
 
 TINY = dict(variant=(4, 4, 4, 4), acoustic_dim=16, gru_hidden=8)
-# The reference's state-dict key list (REFERENCE §11.2): the packaged copy if there is one,
-# else the shared spec folder.
-SPEC_KEYS_CANDIDATES = (
-    pathlib.Path(__file__).resolve().parents[1] / "jointist_jax" / "resources" / "reference_state_dict_keys.tsv",
-    pathlib.Path("/work/shared/spec/reference_state_dict_keys.tsv"),
-)
 
 
 def tiny(seed=0, **overrides):
@@ -81,45 +72,16 @@ def test_parameter_counts_wide_exact():
     assert param_count(model.frame_model.fc5) == 5_505_024
 
 
-def _our_path_and_shape(torch_key: str, torch_shape: tuple[int, ...]):
-    """Where a reference state-dict entry lives in our model, and the shape it must have there."""
-    parts = torch_key.split(".")
-    leaf = parts[-1]
-    gru = re.fullmatch(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?", leaf)
-    if gru:  # BiGRU layout: layers[l].{w,b}_{ih,hh}[direction], weights transposed.
-        kind, mat, layer, _ = gru.groups()
-        name = ("w_" if kind == "weight" else "b_") + mat
-        shape = (2, *torch_shape[::-1])
-        return (*parts[:-1], "layers", int(layer), name), shape
-    if leaf in ("running_mean", "running_var"):
-        return (*parts[:-1], leaf.removeprefix("running_")), torch_shape
-    module = parts[-2]
-    if leaf == "weight" and len(torch_shape) == 4:  # Conv2d OIHW -> HWIO
-        o, i, h, w = torch_shape
-        return (*parts[:-1], "kernel"), (h, w, i, o)
-    if leaf == "weight" and module.startswith("bn"):
-        return (*parts[:-1], "scale"), torch_shape
-    if leaf == "weight":  # Linear (out, in) -> (in, out)
-        return (*parts[:-1], "kernel"), torch_shape[::-1]
-    return tuple(parts), torch_shape
-
-
 @pytest.mark.parametrize("module, variant", [("transcription_CNN8Dropout", "narrow"),
                                              ("transcription_CNN8Dropout_Wide", "wide")])
 def test_every_reference_state_dict_entry_has_a_readable_home(module, variant):
     model = nnx.eval_shape(lambda: Transcriber(variant, rngs=nnx.Rngs(0)))
     ours = {path: leaf.shape for path, leaf in nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
-    spec_keys = next((p for p in SPEC_KEYS_CANDIDATES if p.exists()), None)
-    if spec_keys is None:
-        pytest.skip(f"reference_state_dict_keys.tsv not found in {[str(p) for p in SPEC_KEYS_CANDIDATES]}")
-    with spec_keys.open() as f:
-        rows = [r for r in csv.reader(f, delimiter="\t") if r[0] == module]
     mapped = set()
-    for _, key, shape_text in rows:
-        if key.startswith("spec_layer.") or key.endswith("num_batches_tracked"):
+    for key, shape in mapping.reference_keys(module).items():
+        if mapping.is_front_end_buffer(key) or mapping.is_ignored(key):
             continue  # the front end lives in jointist_jax.audio; the counter has no Flax analogue
-        shape = tuple(int(s) for s in re.findall(r"\d+", shape_text))
-        path, expected = _our_path_and_shape(key, shape)
+        path, expected = mapping.our_path_and_shape(module, key, shape)
         assert path in ours, f"{key} -> {path} missing"
         assert tuple(ours[path]) == expected, f"{key}: ours {ours[path]} vs {expected}"
         mapped.add(path)

@@ -128,7 +128,7 @@ def load_model(path: str | os.PathLike, *, sharding=None):
     abstract = _abstract_items(config)
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
     items, step = restore_from_path(path, target)
-    model = model_factory.build_model(config, nnx.Rngs(0))
+    model = model_factory.empty_model(config)  # every parameter is overwritten just below
     nnx.update(model, items["params"], items["batch_stats"])
     model.eval()
     return model, config, step

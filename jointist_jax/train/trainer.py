@@ -80,7 +80,7 @@ def _check_finite(step: int, metrics: dict[str, float], mngr) -> None:
                 f"step {mngr.latest_step()} in {mngr.directory}")
 
 
-class _Run:
+class Run:
     """The pieces of one run: model definition, step functions, shardings, state."""
 
     def __init__(self, config: ml_collections.ConfigDict, mesh):
@@ -122,7 +122,7 @@ class _Run:
         return TrainState(rest=rest, **items)
 
 
-def _initialise_from(run: _Run, state: TrainState, init_from: str) -> TrainState:
+def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
     workdir, _, _ = checkpoints.locate(init_from)
     try:
@@ -145,7 +145,7 @@ def _initialise_from(run: _Run, state: TrainState, init_from: str) -> TrainState
         raise ValueError(f"config.init_from={init_from!r} is a {source_config.stage!r} run; a "
                          f"{run.config.stage!r} run can start from the same stage"
                          + (" or a 'transcription' run" if run.config.stage == "joint" else ""))
-    source = _Run(source_config, run.mesh)
+    source = Run(source_config, run.mesh)
     items, step = checkpoints.restore_from_path(init_from, source.checkpoint_target())
     log.info("initialised from %s (step %d, stage %s)", init_from, step, source_config.stage)
     params, batch_stats = state.params, state.batch_stats
@@ -162,7 +162,7 @@ def _initialise_from(run: _Run, state: TrainState, init_from: str) -> TrainState
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
-def _evaluate(run: _Run, state: TrainState, config: ml_collections.ConfigDict, data_dir: str) -> dict[str, float]:
+def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, data_dir: str) -> dict[str, float]:
     """Mean validation losses over the fixed validation windows (weighted by real clips)."""
     options = _data_options(config)
     totals: dict[str, float] = {}
@@ -202,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     workdir_path = Path(workdir).expanduser().absolute()
     data_dir = str(Path(config.data.data_dir).expanduser())
     mesh = distributed.data_mesh()
-    run = _Run(config, mesh)
+    run = Run(config, mesh)
     checkpoints.write_config(workdir_path, config)
     mngr = checkpoints.manager(workdir_path, keep=config.keep_checkpoints)
     writer = summaries.SummaryWriter(workdir_path / "tensorboard")

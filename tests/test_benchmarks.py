@@ -1,0 +1,215 @@
+"""Model benchmarks: the measuring helpers (FLOPs, MFU, timing, RSS, tables) and smoke runs of
+``benchmarks/forward.py`` and ``benchmarks/train_step.py`` with ``--tiny`` (no timing assertions)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from benchmarks import common, forward, train_step
+from jointist_jax import instruments
+
+
+# ------------------------------------------------------------------------------ common helpers
+def test_matmul_flops_multiplies_scan_bodies_by_their_length():
+    def recurrence(h, w):
+        return jax.lax.scan(lambda c, _: (c @ w, None), h, None, length=100)[0]
+
+    h, w = jnp.ones((8, 64)), jnp.ones((64, 64))
+    per_step = 2 * 8 * 64 * 64
+    assert common.matmul_flops(recurrence, h, w) == 100 * per_step
+    # Why the jaxpr count exists: XLA's cost analysis counts the loop body once.
+    assert common.compile_function(jax.jit(recurrence), h, w).flops_xla < 2 * per_step
+
+
+def test_matmul_flops_counts_convolutions_and_nested_jit():
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    x, k = jnp.ones((2, 10, 10, 3)), jnp.ones((3, 3, 3, 5))
+    expected = 2 * (2 * 10 * 10 * 5) * (3 * 3 * 3)
+    assert common.matmul_flops(conv, x, k) == expected
+    assert common.matmul_flops(jax.jit(lambda a, b: conv(a, b) * 2), x, k) == expected
+
+
+def test_compile_function_reports_memory_and_flops():
+    compiled = common.compile_function(jax.jit(lambda a: a @ a), jnp.ones((32, 32)))
+    assert compiled.flops_xla == 2 * 32**3
+    assert compiled.memory["argument_bytes"] == 32 * 32 * 4
+    assert compiled.memory["output_bytes"] == 32 * 32 * 4
+    assert compiled.memory["total_bytes"] >= 2 * 32 * 32 * 4
+    assert compiled.compile_s > 0
+    np.testing.assert_allclose(compiled.executable(jnp.eye(32)), jnp.eye(32))
+
+
+def test_mfu_and_ratio():
+    assert common.mfu(2e12, 1.0, 4.0) == pytest.approx(0.5)
+    assert common.mfu(1e12, 0.5, 1.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="peak_tflops"):
+        common.mfu(1e12, 1.0, 0.0)
+    assert common.ratio(1.0, 4.0) == 0.25
+    assert common.ratio(None, 4.0) is None and common.ratio(1.0, None) is None
+
+
+def test_time_calls_warms_up_then_times_each_call():
+    calls = []
+    timing = common.time_calls(lambda: calls.append(1) or jnp.zeros(()), repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert len(timing.wall_s) == len(timing.cpu_s) == 3
+    assert timing.min_wall_s <= timing.median_wall_s
+    with pytest.raises(ValueError, match="repeats"):
+        common.time_calls(lambda: None, repeats=0)
+
+
+def test_peak_rss_follows_a_large_allocation_and_resets():
+    if not common.reset_peak_rss():
+        pytest.skip("this kernel does not allow resetting the peak RSS")
+    before = common.peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+    grown = common.peak_rss_mb()
+    assert grown >= before + 48
+    del block
+    assert common.reset_peak_rss()
+    assert common.peak_rss_mb() < grown - 32
+
+
+def test_format_table_aligns_and_prints_missing_values_as_dash():
+    text = common.format_table([{"name": "a", "x": 1.23456}, {"name": "long name", "x": None}],
+                               [("name", "case", ""), ("x", "seconds", ".2f")])
+    lines = text.splitlines()
+    assert lines[0].split() == ["case", "seconds"]
+    assert lines[2].split() == ["a", "1.23"]
+    assert lines[3].split()[-1] == "-"
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_parse_csv_rejects_unknown_names():
+    assert common.parse_csv("all", ("a", "b"), "--x") == ["a", "b"]
+    assert common.parse_csv("b, a", ("a", "b"), "--x") == ["b", "a"]
+    with pytest.raises(SystemExit, match="--x"):
+        common.parse_csv("a,c", ("a", "b"), "--x")
+
+
+# ------------------------------------------------------------------------------ forward.py
+def test_forward_reference_rows_show_both_39_condition_baselines():
+    result = {"module": "transcriber_narrow", "K": 39, "repeats": 1, "wall_s": 36.8,
+              "reference": [{"case": "t_infer39b", "s": 73.6, "ratio": 0.5, "cpu_s": 134.1},
+                            {"case": "t_infer39 (sequential)", "s": 83.1, "ratio": 36.8 / 83.1, "cpu_s": 148.6}]}
+    rows = forward.table_rows([result])
+    assert [r["ref_case"] for r in rows] == ["t_infer39b", "t_infer39 (sequential)"]
+    assert [r["ref_cpu_s"] for r in rows] == [134.1, 148.6]
+    assert rows[0]["case"] == "transcriber_narrow K=39" and rows[1]["case"] == ""
+    assert forward.REFERENCE[("transcriber_narrow", 1)] == [("t_infer1", 1.92, None)]
+    assert forward.REFERENCE[("transcriber_wide", 1)] == [("tw_infer1", 6.33, 12.2)]
+
+
+def test_forward_inputs_have_one_clip_and_k_distinct_conditions():
+    # Abstract (eval_shape): make_inputs reads only the hop and the roll width.
+    model = nnx.eval_shape(lambda: forward.build_module("separator_sum", tiny=True, dtype=jnp.float32,
+                                                        rngs=nnx.Rngs(0)))
+    waveform, conditions, roll = forward.make_inputs("separator_sum", model, samples=16000, k=5)
+    assert waveform.shape == (1, 16000)
+    assert conditions.shape == (1, 5, instruments.CONDITION_SIZE)
+    np.testing.assert_array_equal(np.argmax(conditions[0], -1), np.arange(5))
+    assert roll.shape == (1, 5, 16000 // 160 + 1, 88)
+    with pytest.raises(ValueError, match="--conditions"):
+        forward.make_inputs("separator_sum", model, samples=16000, k=41)
+
+
+@pytest.mark.slow
+def test_forward_main_tiny_prints_and_dumps_every_field(tmp_path, capsys):
+    out = tmp_path / "forward.json"
+    payload = forward.main(["--tiny", "--modules", "recognizer,transcriber_narrow", "--conditions", "1,2",
+                            "--repeats", "2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "transcriber_narrow K=2" in printed and "GFLOP xla" in printed
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    results = payload["results"]
+    assert [(r["module"], r["K"]) for r in results] == [
+        ("recognizer", None), ("transcriber_narrow", 1), ("transcriber_narrow", 2)]
+    for r in results:
+        assert r["repeats"] == 2 and len(r["wall_s_all"]) == 2
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["compile_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["gflops_matmul"] > 0 and r["xla_memory"]["temp_bytes"] >= 0
+        assert r["reference"] == []  # tiny numbers are never compared with the reference
+    # K conditions share the clip's log-mel but every later FLOP scales with K.
+    assert 1.8 < results[2]["gflops_matmul"] / results[1]["gflops_matmul"] < 2.05
+    assert all(r["gflops_xla"] > 0 for r in results)
+
+
+def test_forward_rejects_bad_flags():
+    with pytest.raises(SystemExit):
+        forward.main(["--tiny", "--modules", "nope"])
+    with pytest.raises(SystemExit):
+        forward.main(["--tiny", "--conditions", "0"])
+
+
+# ------------------------------------------------------------------------------ train_step.py
+@pytest.mark.parametrize("case", list(train_step.CASES))
+def test_stage_batches_have_the_pipeline_fields_and_the_reference_shape(case):
+    config = train_step.stage_config(case, tiny=True, dtype="float32")
+    spec = train_step.example_spec(case, config)
+    batch = train_step.random_batch(spec, config.data.global_batch)
+    fields = spec.fields()
+    assert sorted(batch) == sorted(name for name, _, _ in fields)
+    for name, dtype, shape in fields:
+        assert batch[name].shape == (2,) + shape and batch[name].dtype == dtype, name
+    if config.stage == "ir":
+        assert spec.rows == 0
+        return
+    assert spec.rows == 1  # 2 clips x 1 condition = 2 rows
+    np.testing.assert_array_equal(np.argmax(batch["conditions"], -1), batch["class_ids"])
+    assert ("frame_roll" in batch) == (case in ("t_train", "tw_train", "s_train", "ts_train"))
+    assert ("source" in batch) == (case in ("s_train", "cu_train", "ts_train"))
+
+
+def test_stage_configs_pick_the_reference_models():
+    full = {case: train_step.stage_config(case, tiny=False, dtype="bfloat16") for case in train_step.CASES}
+    assert full["t_train"].model.transcriber.variant == "narrow"
+    assert full["tw_train"].model.transcriber.variant == "wide"
+    assert (full["s_train"].model.separator.mode, full["s_train"].model.separator.hop) == ("sum", 160)
+    assert (full["cu_train"].model.separator.mode, full["cu_train"].model.separator.hop) == ("standalone", 320)
+    assert full["ts_train"].stage == "joint" and full["ir_train"].stage == "ir"
+    assert all(c.data.global_batch == 2 and c.data.clip_seconds == 10.0 and c.model.dtype == "bfloat16"
+               for c in full.values())
+
+
+@pytest.mark.slow
+def test_train_step_main_tiny_reports_every_field(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    payload = train_step.main(["--tiny", "--stages", "ir_train", "--steps", "2", "--peak_tflops", "0.5",
+                               "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "ir_train" in printed and "MFU %" in printed
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    (r,) = payload["results"]
+    assert r["stage"] == "ir" and r["clips"] == 2 and r["devices"] == 2  # 8 test devices, batch 2
+    assert len(r["step_s_all"]) == 2 and r["step_s"] > 0 and r["cpu_s"] > 0 and r["compile_s"] > 0
+    assert r["clips_per_s"] == pytest.approx(2 / r["step_s"])
+    assert np.isfinite(r["loss"]) and r["gflops_matmul"] > 0 and r["peak_rss_mb"] > 0
+    assert r["xla_memory"]["alias_bytes"] > 0  # the donated state aliases the new state
+    assert r["mfu"] == pytest.approx(r["gflops_matmul"] * 1e9 / r["step_s"] / 0.5e12)
+    assert r["ref_s"] is None and r["ratio"] is None  # tiny numbers are never compared
+
+
+@pytest.mark.slow
+def test_gt_roll_separation_step_trains_the_sum_separator_on_the_frame_roll():
+    from jointist_jax.train.trainer import Run
+
+    config = train_step.stage_config("s_train", tiny=True, dtype="float32")
+    mesh = train_step.benchmark_mesh(2)
+    run = Run(config, mesh)
+    step = jax.jit(train_step.gt_roll_separation_step(run.train_graphdef, run.tx, run.schedule))
+    batch = train_step.random_batch(train_step.example_spec("s_train", config), 2)
+    state = run.init_state()
+    new_state, metrics = step(state, batch)
+    assert int(new_state.step) == 1
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.batch_stats, new_state.batch_stats)
+    assert any(jax.tree.leaves(changed))  # BatchNorm statistics are updated in train mode
+    # The roll input is the batch's frame_roll: another roll gives another loss.
+    other = dict(batch, frame_roll=1.0 - batch["frame_roll"])
+    assert float(step(state, other)[1]["loss"]) != pytest.approx(float(metrics["loss"]), rel=1e-7)

@@ -1,0 +1,363 @@
+"""Whole-checkpoint conversion (jointist_jax.convert): synthetic Lightning checkpoints with every key
+and shape of reference_state_dict_keys.tsv, random values, converted and checked tensor by tensor;
+the CLI, the orbax output and the error cases. Needs the ``convert`` extra (torch 2.13.0 CPU).
+
+The full-size synthetic checkpoints are built once per module (module-scoped fixtures).
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch", reason="the converter's tests need the 'convert' extra (torch)")
+
+from jointist_jax import audio  # noqa: E402
+from jointist_jax.convert import ConversionError, assign, cli, convert, layers, mapping  # noqa: E402
+from jointist_jax.convert.torch_checkpoint import load_state_dict  # noqa: E402
+from jointist_jax.models import gru as gru_lib  # noqa: E402
+from jointist_jax.models.jointist import Jointist  # noqa: E402
+from jointist_jax.models.recognizer import Recognizer  # noqa: E402
+from jointist_jax.models.transcriber import Transcriber  # noqa: E402
+from jointist_jax.train import checkpoints  # noqa: E402
+from jointist_jax.train.optimizer import make_optimizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _buffer(key: str) -> np.ndarray:
+    """What the reference's front-end buffers hold (= ours)."""
+    if key.endswith("spec_layer.spectrogram.window"):
+        return audio.hann_window(2048)
+    if key.endswith("spec_layer.mel_scale.fb"):
+        return audio.mel_filterbank()
+    return audio.hann_window(1024)  # unet_base.{stft,istft}.window
+
+
+def synthetic_state_dict(module, variant=None, seed=0) -> dict:
+    """A Lightning state dict with every key and shape the reference module(s) have, random values."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in convert.expected_keys(module, variant).items():
+        bare = key.split("network.", 1)[1]
+        if mapping.is_front_end_buffer(bare):
+            state[key] = torch.from_numpy(np.array(_buffer(bare)))
+        elif mapping.is_ignored(bare):
+            state[key] = torch.tensor(1234, dtype=torch.int64)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32) * 0.05
+            if bare.endswith("running_var"):
+                value = np.abs(value) + 0.5
+            state[key] = torch.from_numpy(value)
+    return state
+
+
+def save_ckpt(path, state_dict, **extra):
+    """A file laid out like a PyTorch Lightning checkpoint."""
+    torch.save({"state_dict": state_dict, "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(3)}},
+                                                                "param_groups": [{"lr": 1e-3}]}],
+                "lr_schedulers": [{"last_epoch": 0}], "epoch": 0, "global_step": 0, **extra}, path)
+    return path
+
+
+def _make_case(tmp_path_factory, module, variant):
+    path = save_ckpt(tmp_path_factory.mktemp(f"{module}_{variant}") / "model.ckpt",
+                     synthetic_state_dict(module, variant))
+    state_dict = load_state_dict(path)
+    config, model = convert.convert_state_dict(state_dict, module, variant, source=str(path))
+    return dict(path=path, state_dict=state_dict, config=config, model=model, module=module, variant=variant)
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    return _make_case(tmp_path_factory, "transcription", "narrow")
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    return _make_case(tmp_path_factory, "transcription", "wide")
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    return _make_case(tmp_path_factory, "ir", None)
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory):
+    return _make_case(tmp_path_factory, "joint", "narrow")
+
+
+# ------------------------------------------------------------------------------------------------
+# Every tensor reaches its parameter, with the right layout.
+# ------------------------------------------------------------------------------------------------
+
+
+def _resolve(model, path):
+    for part in path:
+        model = model[part] if isinstance(part, int) else getattr(model, part)
+    return model
+
+
+def assert_every_tensor_landed(case):
+    """Each converted leaf equals its source tensor after the inverse layout conversion, and every
+    parameter/statistic of ours was reached by some reference tensor."""
+    model = case["model"]
+    for part in convert.parts(case["module"], case["variant"]):
+        ours = model if part.attribute is None else getattr(model, part.attribute)
+        leaves = {p for p, _ in nnx.to_flat_state(nnx.state(ours, (nnx.Param, nnx.BatchStat)))}
+        reached, gru_checked = set(), set()
+        for key, shape in mapping.reference_keys(part.reference_module).items():
+            if mapping.is_ignored(key) or mapping.is_front_end_buffer(key):
+                continue
+            source = case["state_dict"][part.prefix + key]
+            target = mapping.target(part.reference_module, key, shape)
+            if target.kind == "gru":
+                if target.path not in gru_checked:  # compare all tensors of this GRU at once
+                    back = gru_lib.to_pytorch_weights(_resolve(ours, target.path))
+                    for name, value in back.items():
+                        full = part.prefix + ".".join(map(str, target.path)) + "." + name
+                        np.testing.assert_array_equal(value, case["state_dict"][full], err_msg=full)
+                    gru_checked.add(target.path)
+                reached.add(mapping.gru_variable(target, shape)[0])
+                continue
+            leaf = np.asarray(_resolve(ours, target.path)[...])
+            back = layers.LAYOUTS[target.kind][1](leaf)
+            np.testing.assert_array_equal(back, source, err_msg=key)
+            reached.add(target.path)
+        assert reached == leaves, f"not reached: {leaves - reached}"
+
+
+@pytest.mark.parametrize("case_name, model_type, params", [
+    ("narrow", Transcriber, 10_097_138),
+    ("wide", Transcriber, 26_862_674),
+    ("ir", Recognizer, 80_348_465),
+    ("joint", Jointist, 10_097_138 + 21_066_652),
+])
+def test_synthetic_checkpoint_converts_every_tensor(request, case_name, model_type, params):
+    case = request.getfixturevalue(case_name)
+    assert isinstance(case["model"], model_type)
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(case["model"], nnx.Param))) == params
+    assert_every_tensor_landed(case)
+
+
+def test_joint_checkpoint_fills_both_modules_and_has_no_recognizer(joint):
+    model = joint["model"]
+    assert model.recognizer is None
+    assert model.separator.mode == "sum"
+    kernel = np.asarray(model.separator.decoder_block1.conv1.kernel[...])
+    source = joint["state_dict"]["separation_model.network.unet_base.decoder_block1.conv1.weight"]
+    np.testing.assert_array_equal(kernel, source)  # (in, out, 2, 2) copied unchanged
+    film = np.asarray(model.separator.film.conv_block7_beta2.kernel[...])
+    source = joint["state_dict"]["separation_model.network.unet_film.conv_block7_beta2.weight"]
+    np.testing.assert_array_equal(film, source.T)
+
+
+def test_converted_model_is_in_eval_mode(narrow):
+    model = narrow["model"]
+    assert model.frame_model.bn5.use_running_average
+    assert model.frame_model.acoustic_dropout.deterministic
+    assert model.bn0.use_running_average
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI writes a checkpoint that load_model reads back.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_writes_an_orbax_workdir_that_load_model_reads(narrow, tmp_path, capsys):
+    out = tmp_path / "weights" / "transcription"
+    code = cli.main(["--ckpt", str(narrow["path"]), "--module", "transcription", "--variant", "narrow",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "config.json").is_file() and (out / "checkpoints" / "0").is_dir()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["transcription"]  # no temp dir left
+    model, config, step = checkpoints.load_model(out)
+    assert step == 0 and config.stage == "transcription"
+    assert config.model.transcriber.variant == "narrow"
+    for (path, ours), (_, converted) in zip(nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))),
+                                            nnx.to_flat_state(nnx.state(narrow["model"], (nnx.Param, nnx.BatchStat)))):
+        np.testing.assert_array_equal(np.asarray(ours[...]), np.asarray(converted[...]), err_msg=str(path))
+
+
+@pytest.mark.slow
+def test_joint_checkpoint_round_trips_through_orbax(joint, tmp_path):
+    out = convert.convert_checkpoint(joint["path"], tmp_path / "joint", "joint")
+    config = checkpoints.read_config(out)
+    assert config.stage == "joint" and config.model.separator.mode == "sum"
+    _, params, stats, _ = nnx.split(joint["model"], nnx.Param, nnx.BatchStat, ...)
+    tx, _ = make_optimizer(config.optimizer)  # save_model stores a fresh optimiser state too
+    items = jax.eval_shape(lambda: dict(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+                                        opt_state=tx.init(params)))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), items)
+    restored, step = checkpoints.restore_from_path(out, target)
+    assert step == 0
+    for name, tree in (("params", params), ("batch_stats", stats)):
+        for (path, ours), (_, back) in zip(nnx.to_flat_state(tree), nnx.to_flat_state(restored[name])):
+            np.testing.assert_array_equal(np.asarray(back[...]), np.asarray(ours[...]), err_msg=str(path))
+
+
+def test_launch_script_runs_the_cli(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "launch" / "convert_torch_checkpoint.py"), "--ckpt",
+                             str(tmp_path / "absent.ckpt"), "--module", "ir", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "absent.ckpt" in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors: wrong module, wrong variant, truncated file, missing/unexpected/mis-shaped keys, ...
+# ------------------------------------------------------------------------------------------------
+
+
+def _cli_error(capsys, *argv):
+    code = cli.main(list(argv))
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_wrong_module_names_what_the_checkpoint_is(narrow, tmp_path, capsys):
+    err = _cli_error(capsys, "--ckpt", str(narrow["path"]), "--module", "ir", "--out", str(tmp_path / "o"))
+    assert "does not match --module ir" in err
+    assert "it is a --module transcription --variant narrow checkpoint" in err
+    assert "'network.backbone.bn0.weight'" in err  # lists what was expected
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConversionError, match="does not match --module joint"):
+        convert.check_state_dict(narrow["state_dict"], "joint", "narrow", source="x.ckpt")
+
+
+def test_wrong_variant_names_the_mis_shaped_keys(narrow, capsys, tmp_path):
+    err = _cli_error(capsys, "--ckpt", str(narrow["path"]), "--module", "transcription", "--variant", "wide",
+                     "--out", str(tmp_path / "o"))
+    assert "it is a --module transcription --variant narrow checkpoint" in err
+    assert "'network.frame_model.acoustic.conv_block1.beta1.weight' (48, 40) (expected (64, 40))" in err
+
+
+def test_bad_module_and_variant_arguments():
+    with pytest.raises(ConversionError, match="--variant applies to transcription and joint only"):
+        convert.check_module_and_variant("ir", "narrow")
+    with pytest.raises(ConversionError, match="module must be one of"):
+        convert.check_module_and_variant("separation", None)
+    with pytest.raises(ConversionError, match="variant must be one of"):
+        convert.check_module_and_variant("transcription", "medium")
+    assert convert.check_module_and_variant("joint", None) == "narrow"
+
+
+def test_truncated_file(narrow, tmp_path):
+    data = Path(narrow["path"]).read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConversionError, match=r"truncated\.ckpt.*not a readable PyTorch checkpoint"):
+        load_state_dict(truncated)
+
+
+def test_missing_file_and_non_lightning_file(tmp_path):
+    with pytest.raises(ConversionError, match=r"absent\.ckpt.*does not exist"):
+        load_state_dict(tmp_path / "absent.ckpt")
+    bare = tmp_path / "bare.pt"
+    torch.save({"model": {"w": torch.zeros(2)}}, bare)
+    with pytest.raises(ConversionError, match=r"bare\.pt.*not a PyTorch Lightning checkpoint.*'state_dict'"):
+        load_state_dict(bare)
+    odd = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": {"network.x": 3}}, odd)
+    with pytest.raises(ConversionError, match=r"state_dict\['network.x'\] is a int, expected a tensor"):
+        load_state_dict(odd)
+
+
+def _narrow_state(narrow):
+    return dict(narrow["state_dict"])
+
+
+def test_missing_key_is_named(narrow, tmp_path, capsys):
+    state = {k: torch.from_numpy(v) for k, v in narrow["state_dict"].items()
+             if k != "network.frame_gru.bias_hh_l0_reverse"}
+    path = save_ckpt(tmp_path / "missing.ckpt", state)
+    err = _cli_error(capsys, "--ckpt", str(path), "--module", "transcription", "--out", str(tmp_path / "o"))
+    assert "missing.ckpt" in err and "missing key(s) 'network.frame_gru.bias_hh_l0_reverse'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["missing.ckpt"]  # nothing written
+
+
+def test_unexpected_and_mis_shaped_keys_are_named(narrow):
+    state = _narrow_state(narrow)
+    state["network.extra_head.weight"] = np.zeros((2, 2), np.float32)
+    with pytest.raises(ConversionError, match="unexpected key.*'network.extra_head.weight'"):
+        convert.convert_state_dict(state, "transcription", "narrow")
+    state = _narrow_state(narrow)
+    state["network.frame_fc.weight"] = np.zeros((88, 511), np.float32)
+    with pytest.raises(ConversionError, match=r"'network.frame_fc.weight' \(88, 511\) \(expected \(88, 512\)\)"):
+        convert.convert_state_dict(state, "transcription", "narrow")
+
+
+def test_front_end_buffers_are_checked_against_ours(narrow):
+    state = _narrow_state(narrow)
+    state["network.spec_layer.spectrogram.window"] = np.hanning(2048).astype(np.float32)  # symmetric Hann
+    with pytest.raises(ConversionError, match="front-end buffer 'spec_layer.spectrogram.window' differs"):
+        convert.convert_state_dict(state, "transcription", "narrow")
+
+
+def test_negative_running_variance_is_rejected(narrow):
+    state = _narrow_state(narrow)
+    state["network.bn0.running_var"] = -np.ones(229, np.float32)
+    with pytest.raises(ConversionError, match="'bn0.running_var'.*negative"):
+        convert.convert_state_dict(state, "transcription", "narrow")
+
+
+def test_norm_epsilon_other_than_torchs_is_rejected():
+    class Tiny(nnx.Module):
+        def __init__(self):
+            self.ok = nnx.BatchNorm(3, epsilon=1e-5, rngs=nnx.Rngs(0))
+            self.bad = nnx.LayerNorm(3, epsilon=1e-6, rngs=nnx.Rngs(0))
+
+    with pytest.raises(ConversionError, match="LayerNorm at bad has epsilon 1e-06, the reference uses 1e-05"):
+        assign.check_norm_epsilons(Tiny(), what="x.ckpt")
+
+
+def test_existing_output_is_refused_and_failures_leave_nothing(narrow, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConversionError, match="already exists"):
+        convert.convert_checkpoint(narrow["path"], out, "transcription")
+
+    def failing_save(workdir, config, model):
+        (Path(workdir) / "partial").write_text("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints, "save_model", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        convert.convert_checkpoint(narrow["path"], out, "transcription", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the temp dir is gone, out untouched
+    assert list(out.iterdir()) == []
+
+
+class HydraLikeConfig:
+    """Stands for a class of another library pickled in a checkpoint's ``hyper_parameters``."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def test_foreign_objects_in_hyper_parameters_are_stubbed_not_executed(tmp_path):
+    path = save_ckpt(tmp_path / "hp.ckpt", {"network.w": torch.ones(2)},
+                     hyper_parameters={"cfg": HydraLikeConfig(3)})
+    with pytest.raises(pickle.UnpicklingError):  # what plain weights-only loading does
+        torch.load(path, weights_only=True)
+    state = load_state_dict(path)
+    assert list(state) == ["network.w"] and state["network.w"].tolist() == [1.0, 1.0]
+
+
+def test_package_imports_without_torch():
+    code = ("import sys; import jointist_jax.convert, jointist_jax.convert.convert, jointist_jax.convert.cli; "
+            "import jointist_jax.models.jointist; assert 'torch' not in sys.modules, 'torch was imported'")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
