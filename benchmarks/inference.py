@@ -1,0 +1,119 @@
+r"""Real-time factor of whole-song inference: recognizer + transcriber + separator.
+
+  python benchmarks/inference.py                          # full size, 60-s song, 1, 5 and 39 instruments
+  python benchmarks/inference.py --seconds 12 --instruments 1 --size tiny   # quick check (~1 min)
+
+Freshly initialised weights (timing does not depend on them). Each case is compiled first on a
+one-window song (the window batch shape is fixed, so the song reuses that compilation), then
+timed once on the song. Printed beside it: the reference's cost for the transcriber alone from
+REFERENCE §11.3 (1.92 s per instrument per 10-s clip, instruments one after another) both per
+10 s of audio (the issue's yardstick: 60 s x 39 instruments = 449 s) and for the overlapping
+windows its ``predict_probabilities`` actually runs (11 windows for 60 s). The reference's
+recognizer and separator would come on top.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jointist_jax import xla_flags  # noqa: E402
+
+xla_flags.apply_cpu_flags()
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from configs import defaults  # noqa: E402
+from jointist_jax.inference.predictor import Predictor  # noqa: E402
+from jointist_jax.inference.windows import SAMPLE_RATE, WindowSpec  # noqa: E402
+from jointist_jax.models.jointist import Jointist  # noqa: E402
+from jointist_jax.models.recognizer import Recognizer  # noqa: E402
+from jointist_jax.models.separator import Separator  # noqa: E402
+from jointist_jax.models.transcriber import Transcriber  # noqa: E402
+
+REFERENCE_T_SECONDS_PER_CLIP = 1.92  # REFERENCE §11.3 t_infer1: narrow f_T, one 10-s clip, one condition
+
+
+def build(size: str) -> Jointist:
+    """Recognizer + transcriber (narrow) + separator (sum), freshly initialised, eval mode."""
+    rngs = nnx.Rngs(0)
+    transcriber_size = "narrow" if size == "full" else "tiny"
+    model = Jointist(
+        recognizer=Recognizer(**_kwargs(defaults.recognizer_config(size)), rngs=rngs),
+        transcriber=Transcriber(**_kwargs(defaults.transcriber_config(transcriber_size)), rngs=rngs),
+        separator=Separator(**_kwargs(defaults.separator_config("sum", size)), rngs=rngs))
+    model.eval()
+    return model
+
+
+def _kwargs(section) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.to_dict().items()}
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="song length")
+    parser.add_argument("--instruments", default="1,5,39", help="comma-separated instrument counts")
+    parser.add_argument("--batch_windows", type=int, default=1)
+    parser.add_argument("--size", choices=("full", "tiny"), default="full")
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.instruments.split(",")]
+    if any(not 1 <= c <= 39 for c in counts):
+        parser.error("--instruments: counts must be in 1..39")
+    length = int(args.seconds * SAMPLE_RATE)
+    spec = WindowSpec()
+    windows = spec.num_windows(length)
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; size {args.size}; song {args.seconds:g} s "
+          f"= {windows} windows; batch_windows {args.batch_windows}", flush=True)
+
+    model, seconds = _timed(lambda: build(args.size))
+    print(f"built the models in {seconds:.1f} s", flush=True)
+    predictor = Predictor(model, batch_windows=args.batch_windows)
+    rng = np.random.default_rng(0)
+    song = 0.1 * rng.standard_normal(length).astype(np.float32)
+    warm = song[: spec.window]
+
+    _, compile_ir = _timed(lambda: predictor.recognize(warm))
+    _, ir = _timed(lambda: predictor.recognize(song))
+    print(f"recognizer: compile+first window {compile_ir:.1f} s; song {ir:.2f} s (RTF {ir / args.seconds:.3f})",
+          flush=True)
+    header = (f"{'K':>3} {'compile s':>10} {'T+S s':>8} {'IR+T+S s':>9} {'RTF':>7} "
+              f"{'ref T /10s':>11} {'ref T windows':>14} {'speed-up':>9}")
+    rows = []
+    for k in counts:
+        class_ids = list(range(k))
+        _, compile_s = _timed(lambda: predictor.predict(warm, class_ids, separate=True))
+        _, ts = _timed(lambda: predictor.predict(song, class_ids, separate=True))
+        total = ir + ts
+        ref_per_10s = REFERENCE_T_SECONDS_PER_CLIP * k * args.seconds / 10
+        ref_windows = REFERENCE_T_SECONDS_PER_CLIP * k * windows
+        # The reference numbers are for the full-size transcriber: a speed-up against a tiny model means nothing.
+        speed_up = f"{ref_windows / total:>8.1f}x" if args.size == "full" else f"{'n/a':>9}"
+        rows.append(f"{k:>3} {compile_s:>10.1f} {ts:>8.2f} {total:>9.2f} {total / args.seconds:>7.3f} "
+                    f"{ref_per_10s:>11.1f} {ref_windows:>14.1f} {speed_up}")
+        print(rows[-1], flush=True)
+    print()
+    print(header)
+    print("\n".join(rows))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:.0f} MB. 'ref' columns: the reference transcriber alone (no IR, no separation), "
+          "REFERENCE §11.3; speed-up = ref T windows / our IR+T+S.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Reading songs (wav/flac/ogg/mp3, any rate, mono or stereo) and writing 16-kHz stems.
+
+Decoding uses libsndfile through ``soundfile`` (1.1+ reads MP3 and Ogg/Vorbis without ffmpeg);
+channels are averaged to mono and the signal is resampled to 16 kHz with soxr (``librosa``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile
+
+from jointist_jax.inference.windows import SAMPLE_RATE
+
+SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+# Peak below which a song counts as silent (about -120 dBFS): nothing to transcribe.
+SILENCE_PEAK = 1e-6
+
+
+class AudioError(ValueError):
+    """A song that cannot be used: missing, unreadable, unsupported, empty or silent."""
+
+
+def check_extension(path: Path) -> None:
+    """Raises AudioError unless ``path`` has a supported audio extension."""
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise AudioError(f"{str(path)!r}: unsupported audio format {path.suffix or '(no extension)'!r}; "
+                         f"expected one of {', '.join(SUPPORTED_EXTENSIONS)}")
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A song as a mono float32 array (L,) at ``sample_rate``.
+
+    Raises:
+      AudioError: missing file, unsupported extension, undecodable content, no samples, or silence.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{str(path)!r}: no such audio file")
+    check_extension(path)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, EOFError) as error:
+        raise AudioError(f"{str(path)!r}: cannot decode audio ({error})") from error
+    if data.shape[0] == 0:
+        raise AudioError(f"{str(path)!r}: the audio is empty (0 samples)")
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+    if mono.shape[0] == 0:
+        raise AudioError(f"{str(path)!r}: the audio is shorter than one sample at {sample_rate} Hz")
+    if not np.all(np.isfinite(mono)):
+        raise AudioError(f"{str(path)!r}: the audio contains NaN or infinite samples")
+    if np.max(np.abs(mono)) < SILENCE_PEAK:
+        raise AudioError(f"{str(path)!r}: the audio is silent (peak below {SILENCE_PEAK:g}); nothing to transcribe")
+    return mono
+
+
+def find_audio_files(path: str | os.PathLike) -> list[Path]:
+    """The song files named by ``path``: the file itself, or every supported file under a folder (sorted)."""
+    path = Path(path)
+    if path.is_file():
+        check_extension(path)
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        if not files:
+            raise AudioError(f"{str(path)!r}: no audio files ({', '.join(SUPPORTED_EXTENSIONS)}) in this folder")
+        return files
+    raise AudioError(f"{str(path)!r}: no such file or folder")
+
+
+def song_names(files: list[Path], root: str | os.PathLike) -> list[str]:
+    """Unique output names: the path relative to ``root`` without extension, '/' -> '__'.
+
+    Files that would collide (``a.wav`` and ``a.flac``) keep their extension in the name.
+    """
+    root = Path(root)
+    base = root if root.is_dir() else root.parent
+    stems = ["__".join(f.relative_to(base).with_suffix("").parts) for f in files]
+    names = []
+    for f, stem in zip(files, stems):
+        names.append(f"{stem}_{f.suffix.lower().lstrip('.')}" if stems.count(stem) > 1 else stem)
+    return names
+
+
+def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Writes a mono float32 WAV (32-bit float: no clipping of the separator's output)."""
+    soundfile.write(str(path), np.asarray(waveform, np.float32), sample_rate, subtype="FLOAT")

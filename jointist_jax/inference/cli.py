@@ -1,0 +1,177 @@
+"""``jointist-transcribe``: songs -> multi-track MIDI, notes JSON, piano roll, posteriorgrams, stems.
+
+  jointist-transcribe --checkpoint RUN --audio SONG_OR_FOLDER --out OUT \
+      [--instruments piano,bass,drums | auto --ir_checkpoint IR_RUN] [--separate]
+
+``--checkpoint`` is a ``transcription`` run or a ``joint`` run (needed for ``--separate``).
+``auto`` asks the recognizer of ``--ir_checkpoint`` which instruments play (its per-window
+detections aggregated with ``--ir_aggregate``); if it detects none, all 39 classes are
+transcribed, as the reference does. Each song's results go to ``OUT/<song>/``
+(see :mod:`jointist_jax.inference.outputs`). A song that fails (unreadable, silent, ...) is
+reported and skipped; the exit status is then 1. Set-up errors (bad flags, unknown instrument,
+bad checkpoint, no audio) exit with status 2 before any song is processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from jointist_jax import instruments
+
+PROG = "jointist-transcribe"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="workdir of a transcription or joint run")
+    parser.add_argument("--audio", required=True, help="a wav/flac/ogg/mp3 file, or a folder searched recursively")
+    parser.add_argument("--out", required=True, help="output folder (created; songs already there are replaced)")
+    parser.add_argument("--instruments", default="auto",
+                        help="comma-separated instrument names (classes, GM names or aliases such as "
+                             "piano,bass,drums), or 'auto' to use the recognizer of --ir_checkpoint")
+    parser.add_argument("--ir_checkpoint", default=None, help="workdir of an ir run (needed for 'auto')")
+    parser.add_argument("--separate", action="store_true", help="also write one separated WAV per instrument")
+    parser.add_argument("--batch_windows", type=int, default=2,
+                        help="10-s windows per model call (memory grows with windows x instruments)")
+    parser.add_argument("--onset_threshold", type=float, default=0.1)
+    parser.add_argument("--frame_threshold", type=float, default=0.1)
+    parser.add_argument("--min_note_frames", type=int, default=1,
+                        help="drop decoded notes shorter than this many 10-ms frames")
+    parser.add_argument("--min_midi_duration", type=float, default=0.05,
+                        help="notes shorter than this (seconds) are left out of the MIDI file only")
+    parser.add_argument("--ir_threshold", type=float, default=0.5)
+    parser.add_argument("--ir_aggregate", choices=("any", "mean"), default="any",
+                        help="'any': an instrument detected in any window; 'mean': mean probability > threshold")
+    parser.add_argument("--restore_bass_octave", action="store_true",
+                        help="shift bass notes up 12 semitones in the MIDI, JSON and piano roll (the training "
+                             "labels are an octave low, DECISIONS 11); the .npz posteriorgrams stay as predicted")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+class UsageError(ValueError):
+    """A set-up error reported before any song is processed."""
+
+
+def parse_instruments(text: str) -> list[int] | None:
+    """Class indices of a comma-separated list, or None for 'auto'."""
+    if text.strip().lower() == "auto":
+        return None
+    names = [n for n in (part.strip() for part in text.split(",")) if n]
+    if not names:
+        raise UsageError("--instruments is empty; give names such as piano,bass,drums or 'auto'")
+    try:
+        return instruments.class_indices(names)
+    except instruments.UnknownInstrumentError as error:
+        raise UsageError(f"--instruments: {error}") from error
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("onset_threshold", "frame_threshold", "ir_threshold"):
+        value = getattr(args, name)
+        if not 0.0 <= value < 1.0:
+            raise UsageError(f"--{name} must be in [0, 1), got {value}")
+    if args.batch_windows < 1:
+        raise UsageError(f"--batch_windows must be >= 1, got {args.batch_windows}")
+    if args.min_note_frames < 1:
+        raise UsageError(f"--min_note_frames must be >= 1, got {args.min_note_frames}")
+    if args.min_midi_duration < 0:
+        raise UsageError(f"--min_midi_duration must be >= 0, got {args.min_midi_duration}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Transcribes every song; returns the exit status (0 ok, 1 some songs failed)."""
+    # Heavy imports here so `--help` and flag errors are instant.
+    from tqdm import tqdm
+
+    from jointist_jax.inference import audio_io, loading, outputs, postprocess
+    from jointist_jax.inference.predictor import Predictor
+
+    _validate(args)
+    class_ids = parse_instruments(args.instruments)
+    if class_ids is None and args.ir_checkpoint is None:
+        raise UsageError("--instruments auto needs --ir_checkpoint (an ir run); or name the instruments, "
+                         "e.g. --instruments piano,bass,drums")
+    files = audio_io.find_audio_files(args.audio)
+    names = audio_io.song_names(files, args.audio)
+    options = postprocess.DecodeOptions(onset_threshold=args.onset_threshold,
+                                        frame_threshold=args.frame_threshold,
+                                        min_note_frames=args.min_note_frames)
+    # Check both runs' stages before reading any weights (reading a run takes a while).
+    loading.check_transcriber_run(args.checkpoint, separate=args.separate)
+    if class_ids is None:
+        loading.check_recognizer_run(args.ir_checkpoint)
+    model, _ = loading.load_transcriber_run(args.checkpoint, separate=args.separate)
+    recognizer = loading.load_recognizer_run(args.ir_checkpoint) if class_ids is None else None
+    predictor = Predictor(model, recognizer=recognizer, batch_windows=args.batch_windows)
+    bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    failures = 0
+    songs = tqdm(list(zip(files, names)), desc="songs", unit="song", disable=args.quiet)
+    for path, name in songs:
+        songs.set_postfix_str(name)
+        try:
+            waveform = audio_io.load_audio(path)
+        except audio_io.AudioError as error:
+            print(f"{PROG}: skipping song: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        num_windows = predictor.spec.num_windows(waveform.shape[0])
+        extra = {"instrument_selection": "user"}
+        song_classes = class_ids
+        with tqdm(total=num_windows * (1 if class_ids else 2), desc="windows", unit="window", leave=False,
+                  disable=args.quiet) as bar:
+            if song_classes is None:
+                song_classes, probabilities = predictor.select_instruments(
+                    waveform, threshold=args.ir_threshold, aggregate=args.ir_aggregate, progress=bar.update)
+                extra = {"instrument_selection": f"recognizer ({args.ir_aggregate})",
+                         "recognizer_window_probabilities": probabilities.tolist()}
+                if not song_classes:
+                    print(f"{PROG}: {name}: the recognizer detected no instrument; transcribing all "
+                          f"{instruments.NUM_CLASSES} classes (as the reference does)", file=sys.stderr)
+                    song_classes = list(range(instruments.NUM_CLASSES))
+                    extra["recognizer_detected_none"] = True
+            prediction = predictor.predict(waveform, song_classes, separate=args.separate, progress=bar.update)
+        notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
+                                               prediction.class_ids, options)
+        if args.restore_bass_octave:
+            notes = postprocess.shift_notes(notes, bass_classes, -instruments.BASS_OCTAVE_SHIFT)
+        extra.update(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
+                     min_note_frames=args.min_note_frames, bass_octave_restored=args.restore_bass_octave)
+        try:
+            outputs.write_song(out_dir, name, source=str(path), num_samples=waveform.shape[0],
+                               prediction=prediction, notes_by_class=notes,
+                               min_midi_duration=args.min_midi_duration, extra=extra)
+        except OSError as error:  # e.g. disk full: nothing of this song is left behind (outputs.write_song)
+            print(f"{PROG}: {name}: could not write the results: {error}", file=sys.stderr)
+            failures += 1
+    songs.close()
+    if failures:
+        print(f"{PROG}: {failures} of {len(files)} songs failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    from jointist_jax import xla_flags
+
+    xla_flags.apply_cpu_flags()  # before jax is first imported (a no-op if it already is)
+    from jointist_jax.inference import audio_io, loading
+
+    try:
+        return run(args)
+    except (UsageError, audio_io.AudioError, loading.CheckpointError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Writes one song's results as a folder, atomically.
+
+``OUT/<song>/`` holds ``<song>.mid``, ``<song>.notes.json``, ``<song>.pianoroll.png``,
+``<song>.posteriorgrams.npz`` and, with separation, ``stems/<Class_Name>.wav``. Everything is
+written into a hidden temporary folder inside OUT first and renamed into place at the end, so a
+failure leaves no half-written song and a re-run replaces the previous results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from jointist_jax import instruments
+from jointist_jax.inference import audio_io, midi_io, pianoroll_png
+from jointist_jax.inference.postprocess import FRAMES_PER_SECOND, Note
+from jointist_jax.inference.predictor import SongPrediction
+from jointist_jax.inference.windows import SAMPLE_RATE
+
+_TEMP_PREFIX = ".partial-"
+
+
+def full_posteriorgrams(prediction: SongPrediction) -> tuple[np.ndarray, np.ndarray]:
+    """(39, T, 88) onset and frame posteriorgrams, zero for classes that were not transcribed."""
+    _, frames, keys = prediction.frame_output.shape
+    onset = np.zeros((instruments.NUM_CLASSES, frames, keys), np.float32)
+    frame = np.zeros_like(onset)
+    onset[prediction.class_ids] = prediction.reg_onset_output
+    frame[prediction.class_ids] = prediction.frame_output
+    return onset, frame
+
+
+def stem_filename(class_id: int) -> str:
+    """``Electric_Guitar.wav`` for a class index."""
+    return instruments.CLASS_NAMES[class_id].replace(" ", "_") + ".wav"
+
+
+def notes_document(song: str, source: str, duration: float, notes_by_class: Mapping[int, list[Note]],
+                   extra: Mapping | None = None) -> dict:
+    """The JSON-able description of a song's notes (per class name, in seconds)."""
+    document = {
+        "song": song,
+        "source": source,
+        "duration_seconds": duration,
+        "instruments": [
+            {"class_index": int(c), "class_name": instruments.CLASS_NAMES[c],
+             "midi_program": instruments.output_program(c)[0], "is_drum": instruments.output_program(c)[1],
+             "notes": [n.to_dict() for n in notes]}
+            for c, notes in notes_by_class.items()
+        ],
+    }
+    if extra:
+        document.update(extra)
+    return document
+
+
+def write_song(out_dir: str | os.PathLike, song: str, *, source: str, num_samples: int,
+               prediction: SongPrediction, notes_by_class: Mapping[int, list[Note]],
+               midi_notes_by_class: Mapping[int, list[Note]] | None = None,
+               min_midi_duration: float = midi_io.DEFAULT_MIN_DURATION, extra: Mapping | None = None) -> Path:
+    """Writes every output of one song into ``out_dir/song`` (replacing it); returns that folder.
+
+    ``midi_notes_by_class`` defaults to ``notes_by_class`` (the MIDI may differ, e.g. bass restored).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / song
+    temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX + song.replace(os.sep, "_") + "-", dir=out_dir))
+    try:
+        duration = num_samples / SAMPLE_RATE
+        midi = midi_io.notes_to_midi(notes_by_class if midi_notes_by_class is None else midi_notes_by_class,
+                                     min_duration=min_midi_duration)
+        midi.write(str(temp / f"{song}.mid"))
+        document = notes_document(song, source, duration, notes_by_class, extra)
+        (temp / f"{song}.notes.json").write_text(json.dumps(document, indent=1))
+        onset, frame = full_posteriorgrams(prediction)
+        np.savez_compressed(temp / f"{song}.posteriorgrams.npz", frame_output=frame, reg_onset_output=onset,
+                            transcribed_classes=np.asarray(prediction.class_ids, np.int32),
+                            class_names=np.asarray(instruments.CLASS_NAMES[:instruments.NUM_CLASSES]),
+                            frames_per_second=np.asarray(FRAMES_PER_SECOND))
+        pianoroll_png.save_pianoroll_png(temp / f"{song}.pianoroll.png", notes_by_class, duration=duration,
+                                         title=song)
+        if prediction.waveform is not None:
+            (temp / "stems").mkdir()
+            for class_id, stem in zip(prediction.class_ids, prediction.waveform):
+                audio_io.write_wav(temp / "stems" / stem_filename(class_id), stem)
+        _replace_dir(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return final
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Moves ``source`` to ``target``, replacing an existing ``target`` folder from a previous run."""
+    if target.exists():
+        if not target.is_dir():
+            raise FileExistsError(f"{str(target)!r} exists and is not a folder; remove it or choose another --out")
+        trash = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX + "old-", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(source, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, target)

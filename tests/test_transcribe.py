@@ -1,0 +1,412 @@
+"""End to end: `jointist-transcribe` on synthetic songs with tiny, freshly initialised checkpoints.
+
+The checkpoints are the `runlocal` (tiny) joint, transcription and ir models, initialised with
+nnx.Rngs(0) and saved with `save_model` (untrained: their posteriorgrams hover around 0.5, so
+every key of every instrument decodes to notes, which exercises the writers fully).
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile
+
+from jointist_jax import instruments
+from jointist_jax.inference import audio_io, cli, midi_io, outputs
+from jointist_jax.inference.postprocess import Note
+from jointist_jax.inference.predictor import SongPrediction
+from jointist_jax.models.jointist import select_instruments
+
+SR = 16000
+
+
+# ----------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Workdirs of tiny freshly initialised joint, transcription and ir runs."""
+    from flax import nnx
+
+    import configs.ir
+    import configs.joint_scratch
+    import configs.transcription
+    from jointist_jax.train import checkpoints, model_factory
+
+    root = tmp_path_factory.mktemp("runs")
+    paths = {}
+    for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
+                         ("ir", configs.ir)):
+        config = module.get_config("runlocal")
+        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)))
+        paths[name] = root / name
+    return paths
+
+
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory):
+    """Workdirs with a real config.json per stage but no saved arrays: enough for every check
+    made before the weights are read (stage, flags, instruments, audio paths)."""
+    import configs.ir
+    import configs.joint_scratch
+    import configs.transcription
+    from jointist_jax.train import checkpoints
+
+    root = tmp_path_factory.mktemp("fake_runs")
+    paths = {}
+    for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
+                         ("ir", configs.ir)):
+        checkpoints.write_config(root / name, module.get_config("runlocal"))
+        (root / name / "checkpoints" / "0").mkdir(parents=True)
+        paths[name] = root / name
+    return paths
+
+
+@pytest.fixture
+def tone(tmp_path):
+    """A 1-s 440-Hz wav file."""
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, 0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR).astype(np.float32), SR)
+    return path
+
+
+@pytest.fixture(scope="module")
+def songs(tiny_slakh_dir, tmp_path_factory):
+    """A folder with a good 44.1-kHz flac (5 s), a good stereo 22.05-kHz wav (11 s: two windows),
+    and bad files: silent, empty, undecodable, plus a text file that must be ignored."""
+    folder = tmp_path_factory.mktemp("songs")
+    mix = sorted(tiny_slakh_dir.glob("test/*/mix.flac"))[0]
+    shutil.copy(mix, folder / "flac_song.flac")
+    data, _ = soundfile.read(mix, dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    long = np.tile(mono[::2], 3)[: 11 * 22050]  # 44.1 kHz -> 22.05 kHz by decimation (content is unimportant)
+    soundfile.write(folder / "stereo.wav", np.stack([long, 0.5 * long], axis=1), 22050)
+    soundfile.write(folder / "silent.wav", np.zeros(SR, np.float32), SR)
+    soundfile.write(folder / "empty.wav", np.zeros(0, np.float32), SR)
+    (folder / "broken.mp3").write_bytes(b"this is not an mp3 file" * 50)
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv] + ["--quiet"])
+    return code, capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_joint_with_separation_writes_every_output_and_reruns(runs, songs, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ("--checkpoint", runs["joint"], "--audio", songs, "--instruments", "piano,bass,drums",
+            "--separate", "--out", out, "--batch_windows", "1")
+    code, err = _run(capsys, *args)
+    # Bad songs are reported by path and skipped; the good ones are written; status 1.
+    assert code == 1
+    assert "silent.wav" in err and "silent" in err
+    assert "empty.wav" in err and "empty" in err
+    assert "broken.mp3" in err and "cannot decode" in err
+    assert sorted(p.name for p in out.iterdir()) == ["flac_song", "stereo"]
+
+    for song in ("flac_song", "stereo"):
+        folder = out / song
+        source = songs / ("flac_song.flac" if song == "flac_song" else "stereo.wav")
+        length = audio_io.load_audio(source).shape[0]
+        midi = pretty_midi.PrettyMIDI(str(folder / f"{song}.mid"))
+        tracks = [(i.name, i.program, i.is_drum) for i in midi.instruments]
+        assert tracks == [("Piano", 0, False), ("Bass", 38, False), ("Drums", 0, True)]
+        assert all(len(i.notes) > 0 for i in midi.instruments)
+        assert all(n.end - n.start >= 0.05 for i in midi.instruments for n in i.notes)
+        document = json.loads((folder / f"{song}.notes.json").read_text())
+        assert [i["class_name"] for i in document["instruments"]] == ["Piano", "Bass", "Drums"]
+        assert document["duration_seconds"] == pytest.approx(length / SR)
+        z = np.load(folder / f"{song}.posteriorgrams.npz")
+        frames = length // 160 + 1
+        assert z["frame_output"].shape == z["reg_onset_output"].shape == (39, frames, 88)
+        assert z["transcribed_classes"].tolist() == [0, 10, 38]
+        others = np.delete(z["frame_output"], [0, 10, 38], axis=0)
+        assert not others.any() and z["frame_output"][[0, 10, 38]].any()
+        assert (folder / f"{song}.pianoroll.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for name in ("Piano", "Bass", "Drums"):
+            stem, rate = soundfile.read(folder / "stems" / f"{name}.wav")
+            assert rate == SR and stem.shape == (length,)
+    assert abs(audio_io.load_audio(songs / "stereo.wav").shape[0] - 11 * SR) <= 1
+
+    # Re-running on the same output folder replaces the results, leaving no temporary folders.
+    (out / "flac_song" / "stale.txt").write_text("from an earlier run")
+    code, _ = _run(capsys, *args[:3], songs / "flac_song.flac", *args[4:], "--restore_bass_octave")
+    assert code == 0
+    assert not (out / "flac_song" / "stale.txt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["flac_song", "stereo"]
+    document = json.loads((out / "flac_song" / "flac_song.notes.json").read_text())
+    assert document["bass_octave_restored"] is True
+    bass = [i for i in document["instruments"] if i["class_name"] == "Bass"][0]["notes"]
+    assert min(n["midi_note"] for n in bass) == 21 + 12  # every key sounds in the untrained model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregate", ["mean"])
+def test_auto_instruments_with_recognizer(runs, songs, tmp_path, capsys, aggregate):
+    out = tmp_path / "out"
+    code, err = _run(capsys, "--checkpoint", runs["transcription"], "--ir_checkpoint", runs["ir"],
+                     "--instruments", "auto", "--ir_aggregate", aggregate, "--audio", songs / "stereo.wav",
+                     "--out", out, "--batch_windows", "2")
+    assert code == 0, err
+    document = json.loads((out / "stereo" / "stereo.notes.json").read_text())
+    probabilities = np.asarray(document["recognizer_window_probabilities"])
+    assert probabilities.shape == (2, 39)
+    expected = select_instruments(probabilities, aggregate=aggregate) or list(range(39))
+    assert [i["class_index"] for i in document["instruments"]] == expected
+    midi = pretty_midi.PrettyMIDI(str(out / "stereo" / "stereo.mid"))
+    assert [i.name for i in midi.instruments] == [instruments.CLASS_NAMES[c] for c in expected]
+
+
+# ----------------------------------------------------------------------------------- predictor
+@pytest.fixture(scope="module")
+def joint_model(runs):
+    from jointist_jax.train import checkpoints
+
+    return checkpoints.load_model(runs["joint"])[0]
+
+
+@pytest.mark.slow
+def test_predictor_equals_one_window_forward_and_batches_instruments(joint_model):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jointist_jax.inference.predictor import Predictor
+    from jointist_jax.inference.windows import split_windows
+
+    waveform = 0.1 * np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32)
+    predictor = Predictor(joint_model, batch_windows=1)
+    both = predictor.predict(waveform, [0, 38], separate=True)
+    conditions = jnp.asarray(instruments.condition_one_hot([0, 38]))[None]
+    direct = nnx.jit(lambda m, x, c: m.transcribe_and_separate(x, c))(
+        joint_model, jnp.asarray(split_windows(waveform)), conditions)
+    frames = 3 * SR // 160 + 1
+    assert both.frame_output.shape == both.reg_onset_output.shape == (2, frames, 88)
+    np.testing.assert_allclose(both.frame_output, np.asarray(direct["frame_output"])[0, :, :frames], atol=1e-5)
+    np.testing.assert_allclose(both.reg_onset_output, np.asarray(direct["reg_onset_output"])[0, :, :frames],
+                               atol=1e-5)
+    np.testing.assert_allclose(both.waveform, np.asarray(direct["waveform"])[0, :, :3 * SR], atol=1e-5)
+    # All instruments in one call give what one call per instrument gives.
+    drums = predictor.predict(waveform, [38], separate=True)
+    np.testing.assert_allclose(drums.frame_output[0], both.frame_output[1], atol=1e-5)
+    np.testing.assert_allclose(drums.waveform[0], both.waveform[1], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_predictor_window_batching_does_not_change_results(joint_model):
+    from jointist_jax.inference.predictor import Predictor
+
+    waveform = 0.1 * np.random.default_rng(1).standard_normal(17 * SR + 5).astype(np.float32)  # 3 windows
+    calls = []
+    one = Predictor(joint_model, batch_windows=1).predict(waveform, [10], separate=True)
+    two = Predictor(joint_model, batch_windows=2).predict(waveform, [10], separate=True, progress=calls.append)
+    assert calls == [2, 1]  # the last batch holds one real window (padded with silence)
+    assert two.frame_output.shape == (1, (17 * SR + 5) // 160 + 1, 88)
+    assert two.waveform.shape == (1, 17 * SR + 5)
+    np.testing.assert_allclose(one.frame_output, two.frame_output, atol=1e-5)
+    np.testing.assert_allclose(one.waveform, two.waveform, atol=1e-5)
+
+
+def test_select_instruments_any_versus_mean(monkeypatch):
+    from jointist_jax.inference.predictor import Predictor
+
+    probabilities = np.full((3, 39), 0.1, np.float32)
+    probabilities[0, 5] = 0.9          # one confident window: on for "any", off for "mean"
+    probabilities[:, 7] = 0.6          # on in every window: on for both
+    stub = Predictor.__new__(Predictor)
+    monkeypatch.setattr(stub, "recognize", lambda waveform, progress=None: probabilities, raising=False)
+    assert stub.select_instruments(np.zeros(10), aggregate="any")[0] == [5, 7]
+    assert stub.select_instruments(np.zeros(10), aggregate="mean")[0] == [7]
+    assert stub.select_instruments(np.zeros(10), aggregate="any", threshold=0.95)[0] == []
+
+
+# ----------------------------------------------------------------------------------- set-up errors
+def test_unknown_instrument_lists_valid_names(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano,banjoo")
+    assert code == 2 and "banjoo" in err and "Electric Guitar" in err
+
+
+def test_auto_without_ir_checkpoint(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path)
+    assert code == 2 and "--ir_checkpoint" in err
+
+
+def test_ir_run_as_checkpoint(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["ir"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano")
+    assert code == 2 and "instrument-recognition" in err and "--ir_checkpoint" in err
+
+
+def test_separate_needs_a_joint_run(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["transcription"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--separate")
+    assert code == 2 and "--separate" in err and "'transcription'" in err and "no separator" in err
+
+
+def test_ir_checkpoint_of_wrong_stage(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["transcription"], "--ir_checkpoint", fake_runs["joint"],
+                     "--audio", tone, "--out", tmp_path)
+    assert code == 2 and "--ir_checkpoint" in err and "'joint'" in err
+
+
+def test_missing_checkpoint_and_audio(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", tmp_path / "nope", "--audio", tone, "--out", tmp_path / "o",
+                     "--instruments", "piano")
+    assert code == 2 and "nope" in err and "does not exist" in err
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tmp_path / "missing.wav",
+                     "--out", tmp_path / "o", "--instruments", "piano")
+    assert code == 2 and "missing.wav" in err
+
+
+def test_unsupported_format_and_folder_without_audio(fake_runs, tmp_path, capsys):
+    (tmp_path / "song.aiff").write_bytes(b"x")
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tmp_path / "song.aiff",
+                     "--out", tmp_path / "o", "--instruments", "piano")
+    assert code == 2 and "song.aiff" in err and "unsupported audio format" in err and ".mp3" in err
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", empty, "--out", tmp_path / "o",
+                     "--instruments", "piano")
+    assert code == 2 and "no audio files" in err
+
+
+def test_bad_flag_values(fake_runs, tone, tmp_path, capsys):
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--onset_threshold", "1.5")
+    assert code == 2 and "--onset_threshold" in err
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--batch_windows", "0")
+    assert code == 2 and "--batch_windows" in err
+
+
+def test_corrupted_checkpoint(fake_runs, tone, tmp_path, capsys):
+    bad = tmp_path / "corrupted"
+    shutil.copytree(fake_runs["transcription"], bad)
+    (bad / "config.json").write_text("{not json")
+    code, err = _run(capsys, "--checkpoint", bad, "--audio", tone, "--out", tmp_path / "o",
+                     "--instruments", "piano")
+    assert code == 2 and "corrupted" in err and "unreadable config.json" in err
+
+
+def test_checkpoint_without_arrays(fake_runs, tone, tmp_path, capsys):
+    # fake_runs hold a valid config.json but an empty checkpoints/0: restoring must fail clearly.
+    code, err = _run(capsys, "--checkpoint", fake_runs["transcription"], "--audio", tone, "--out", tmp_path / "o",
+                     "--instruments", "piano")
+    assert code == 2 and str(fake_runs["transcription"]) in err and "cannot restore the checkpoint" in err
+    assert not (tmp_path / "o" / "tone").exists()
+
+
+@pytest.mark.slow
+def test_mismatched_checkpoint_names_path_and_mismatch(runs, tone, tmp_path, capsys):
+    bad = tmp_path / "mismatched"
+    shutil.copytree(runs["transcription"], bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["model"]["transcriber"]["gru_hidden"] = 48  # the saved arrays have hidden size 32
+    (bad / "config.json").write_text(json.dumps(config))
+    code, err = _run(capsys, "--checkpoint", bad, "--audio", tone, "--out", tmp_path / "o",
+                     "--instruments", "piano")
+    assert code == 2 and "mismatched" in err and "does not match" in err
+    # Which arrays mismatch, with both shapes (hidden 32 saved -> GRU gates 3 x 32 = 96).
+    assert "frame_gru" in err and "checkpoint (2, 32, 96) vs config (2, 48, 144)" in err
+    assert not (tmp_path / "o" / "tone").exists()
+
+
+# ----------------------------------------------------------------------------------- units
+
+
+def test_load_audio_errors(tmp_path):
+    soundfile.write(tmp_path / "silent.wav", np.zeros(SR, np.float32), SR)
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), SR)
+    (tmp_path / "broken.mp3").write_bytes(b"this is not an mp3 file" * 50)
+    (tmp_path / "notes.txt").write_text("not audio")
+    songs = tmp_path
+    with pytest.raises(audio_io.AudioError, match="silent"):
+        audio_io.load_audio(songs / "silent.wav")
+    with pytest.raises(audio_io.AudioError, match="empty"):
+        audio_io.load_audio(songs / "empty.wav")
+    with pytest.raises(audio_io.AudioError, match="broken.mp3.*cannot decode"):
+        audio_io.load_audio(songs / "broken.mp3")
+    with pytest.raises(audio_io.AudioError, match="no such audio file"):
+        audio_io.load_audio(tmp_path / "nothing.wav")
+    with pytest.raises(audio_io.AudioError, match="unsupported"):
+        audio_io.load_audio(songs / "notes.txt")
+
+
+def test_load_audio_resamples_and_mixes_to_mono(tmp_path):
+    t = np.arange(44100 * 2) / 44100
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    soundfile.write(tmp_path / "tone.ogg", np.stack([tone, tone], 1), 44100)
+    soundfile.write(tmp_path / "tone.mp3", tone, 44100)
+    for name in ("tone.ogg", "tone.mp3"):
+        audio = audio_io.load_audio(tmp_path / name)
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert abs(audio.shape[0] - 2 * SR) < 0.01 * SR  # mp3 encoders add a little padding
+        spectrum = np.abs(np.fft.rfft(audio))
+        assert abs(np.argmax(spectrum) * SR / audio.shape[0] - 440) < 2
+
+
+def test_song_names_are_unique(tmp_path):
+    for rel in ("a.wav", "a.flac", "sub/b.mp3"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    files = audio_io.find_audio_files(tmp_path)
+    assert audio_io.song_names(files, tmp_path) == ["a_flac", "a_wav", "sub__b"]
+
+
+def test_midi_tracks_programs_drums_and_min_duration(tmp_path):
+    notes = {0: [Note(0.0, 0.5, 60), Note(1.0, 1.04, 62)], 38: [Note(0.1, 0.2, 36)], 24: []}
+    midi = midi_io.notes_to_midi(notes)
+    path = tmp_path / "x.mid"
+    midi.write(str(path))
+    back = pretty_midi.PrettyMIDI(str(path))
+    got = {(i.name, i.program, i.is_drum): [(round(n.start, 3), round(n.end, 3), n.pitch, n.velocity)
+                                           for n in i.notes] for i in back.instruments}
+    assert got[("Piano", 0, False)] == [(0.0, 0.5, 60, 100)]  # the 0.04-s note is dropped
+    assert got[("Drums", 0, True)] == [(0.1, 0.2, 36, 100)]
+    assert len(midi_io.notes_to_midi(notes, min_duration=0.0).instruments[0].notes) == 2
+
+
+def test_write_song_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    prediction = SongPrediction(class_ids=[0], reg_onset_output=np.zeros((1, 101, 88), np.float32),
+                                frame_output=np.zeros((1, 101, 88), np.float32))
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(outputs.pianoroll_png, "save_pianoroll_png", fail)
+    with pytest.raises(OSError, match="disk full"):
+        outputs.write_song(tmp_path, "song", source="s.wav", num_samples=SR, prediction=prediction,
+                           notes_by_class={0: []})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launch_wrapper_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "launch" / "transcribe.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--checkpoint", "--ir_checkpoint", "--separate", "--ir_aggregate", "--restore_bass_octave"):
+        assert flag in result.stdout
+
+
+def test_pianoroll_png_one_panel_per_instrument(tmp_path):
+    import matplotlib.image
+
+    from jointist_jax.inference.pianoroll_png import save_pianoroll_png
+
+    save_pianoroll_png(tmp_path / "one.png", {0: [Note(0.5, 1.0, 60)]}, duration=2.0)
+    rng = np.random.default_rng(0)
+    dense = [Note(float(t), float(t) + 0.2, int(p)) for t, p in zip(rng.random(5000) * 60, rng.integers(21, 109, 5000))]
+    save_pianoroll_png(tmp_path / "three.png", {0: dense, 10: [], 38: [Note(0.1, 0.2, 36)]}, duration=60.0,
+                       title="song")
+    one = matplotlib.image.imread(tmp_path / "one.png")
+    three = matplotlib.image.imread(tmp_path / "three.png")
+    assert three.shape[1] == one.shape[1] and three.shape[0] > 2 * one.shape[0]
+    # The dense panel is drawn: many non-white pixels in the PNG's top third.
+    assert (three[: three.shape[0] // 3, :, :3] < 0.9).any(axis=2).mean() > 0.05
