@@ -1,0 +1,54 @@
+"""Stage configs and the --config=NAME[:ARGS] resolution of launch/train.py."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from configs import defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["ir", "transcription", "separation", "joint_scratch", "joint_pretrained"]
+
+
+def _launch_train():
+    spec = importlib.util.spec_from_file_location("launch_train", ROOT / "launch" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_has_full_and_runlocal_variants(name):
+    module = importlib.import_module(f"configs.{name}")
+    full, local = module.get_config(), module.get_config("runlocal")
+    assert full.stage == local.stage and full.stage in ("ir", "transcription", "separation", "joint")
+    assert local.total_steps < full.total_steps and local.data.clip_seconds < full.data.clip_seconds
+    assert full.data.clip_seconds == 10.0 and full.optimizer.warmup_steps == 1000
+    assert module.__doc__ and "launch/train.py" in module.__doc__
+
+
+def test_reference_defaults():
+    joint = importlib.import_module("configs.joint_scratch").get_config()
+    assert (joint.data.global_batch, joint.data.num_positive, joint.data.num_negative) == (2, 3, 0)
+    assert joint.optimizer.lr == 1e-4 and joint.optimizer.decay_rate == 0.9 and not joint.straight_through
+    t = importlib.import_module("configs.transcription").get_config("variant=wide")
+    assert t.model.transcriber.variant == "wide" and t.optimizer.lr == 1e-3
+    assert importlib.import_module("configs.separation").get_config().model.separator.hop == 320
+    assert importlib.import_module("configs.joint_pretrained").get_config().require_init_from
+
+
+def test_config_arguments_are_checked():
+    assert defaults.parse_arg("variant=wide,runlocal", variant="narrow", runlocal=False).to_dict() == \
+        {"variant": "wide", "runlocal": True}
+    with pytest.raises(ValueError, match="unknown config argument 'size'"):
+        defaults.parse_arg("size=big", runlocal=False)
+
+
+def test_config_names_resolve_to_files():
+    train = _launch_train()
+    resolved = train.resolve_config_argument(["--config=joint_pretrained:runlocal", "--workdir=x"])
+    assert resolved == [f"--config={ROOT / 'configs' / 'joint_pretrained.py'}:runlocal", "--workdir=x"]
+    assert train.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
+    with pytest.raises(SystemExit, match="no config 'nope'.*joint_pretrained"):
+        train.resolve_config_argument(["--config=nope"])
