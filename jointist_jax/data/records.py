@@ -334,7 +334,7 @@ AUDIO_FIELDS = ("mix", "stems")
 class Record:
     """One record: small fields decoded, audio (``mix`` (L,), ``stems`` (S, L)) decoded on demand.
 
-    The builder stores audio zlib-compressed; :meth:`mix` and :meth:`stems` decompress only as
+    Audio may be stored raw (the builder's default) or zlib-compressed; for zlib, :meth:`mix` and :meth:`stems` decompress only as
     far as the requested crop reaches (zlib streams cannot be entered in the middle), and only
     the requested stem rows are copied out.
     """
