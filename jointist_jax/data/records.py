@@ -334,9 +334,9 @@ AUDIO_FIELDS = ("mix", "stems")
 class Record:
     """One record: small fields decoded, audio (``mix`` (L,), ``stems`` (S, L)) decoded on demand.
 
-    Audio may be stored raw (the builder's default) or zlib-compressed; for zlib, :meth:`mix` and :meth:`stems` decompress only as
-    far as the requested crop reaches (zlib streams cannot be entered in the middle), and only
-    the requested stem rows are copied out.
+    Audio is stored raw (the builder's default) or zlib-compressed; zlib audio is decompressed
+    only as far as the requested crop reaches (zlib streams cannot be entered in the middle).
+    Only the requested stem rows are copied out.
     """
 
     def __init__(self, fields: dict, audio: dict):
