@@ -24,4 +24,20 @@ echo "== 4. Train transcriber + separator jointly from it (joint_pretrained:runl
 $PY launch/train.py --config=joint_pretrained:runlocal --workdir="$DEMO/workdirs/pts" \
     --config.data.data_dir="$DEMO/tfds" --config.init_from="$DEMO/workdirs/transcription"
 
+echo "== 5. Transcribe and separate a held-out test song with the trained model"
+song="$DEMO/slakh_synth/test/Track00029"
+# The song's instruments, as the user would name them (the demo trains no recognizer).
+names=$($PY -c "
+import sys, yaml
+from jointist_jax import instruments
+stems = yaml.safe_load(open(sys.argv[1]))['stems'].values()
+classes = sorted({instruments.class_of_program(s['program_num']) for s in stems})
+print(','.join(instruments.CLASS_NAMES[c] for c in classes))" "$song/metadata.yaml")
+mkdir -p "$DEMO/songs"
+cp "$song/mix.flac" "$DEMO/songs/Track00029.flac"
+$PY launch/transcribe.py --checkpoint "$DEMO/workdirs/pts" --audio "$DEMO/songs/Track00029.flac" \
+    --instruments "$names" --separate --out "$DEMO/transcriptions" --quiet
+echo "MIDI, notes, piano roll, posteriorgrams and stems ($names):"
+ls -R "$DEMO/transcriptions/Track00029"
+
 echo "== done in $(( $(date +%s) - start )) s. TensorBoard: .venv/bin/tensorboard --logdir $DEMO/workdirs"

@@ -180,6 +180,12 @@ def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, da
     return {name: value / max(weight, 1e-9) for name, value in totals.items()}
 
 
+def _report_validation(step: int, losses: dict[str, float], writer: summaries.SummaryWriter) -> None:
+    writer.scalars(step, losses, prefix="valid/")
+    if jax.process_index() == 0:
+        print(f"step {step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()), flush=True)
+
+
 def parameter_checksum(state: TrainState) -> float:
     """Sum of every parameter (float64) from this process's copy: equal across processes when the
     replicated parameters agree. Sharded parameters (``shard_params``) are gathered first."""
@@ -228,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     try:
         validate = config.data.eval_batches > 0  # 0 switches validation off
         if validate and (first_step == 0 or first_step >= total):
-            writer.scalars(step, _evaluate(run, state, config, data_dir), prefix="valid/")
+            _report_validation(step, _evaluate(run, state, config, data_dir), writer)
         batches = iter(train_batches)
         while step < total:
             state, metrics = run.train_step(state, next(batches))
@@ -246,11 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if save_now:
                 checkpoints.save(mngr, step, state.checkpoint_items(), force=True)
             if validate and (step % config.eval_every == 0 or is_last) and not stopping:
-                valid = _evaluate(run, state, config, data_dir)
-                writer.scalars(step, valid, prefix="valid/")
-                if jax.process_index() == 0:
-                    print(f"step {step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in valid.items()),
-                          flush=True)
+                _report_validation(step, _evaluate(run, state, config, data_dir), writer)
             if stopping:
                 log.warning("stopped by SIGTERM at step %d after saving", step)
                 break
