@@ -24,7 +24,7 @@ system-deps:
 	bash scripts/install_system_deps.sh
 
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15 tests
 
 demo: install
 	bash scripts/demo.sh

@@ -1,9 +1,16 @@
 """Test set-up: 8 simulated CPU devices and the project's CPU XLA flags, before jax loads; and a
 tiny synthetic Slakh-format dataset with its TFRecords, built once per test process."""
 
+import os
+import tempfile
+
 from jointist_jax import xla_flags
 
 xla_flags.apply_cpu_flags(host_device_count=8)
+# Many tests (and the launch/train.py subprocesses they start) compile the same tiny models:
+# a persistent XLA cache shared by the test processes compiles each program once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jointist-jax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest  # noqa: E402
 
