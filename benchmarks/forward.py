@@ -78,18 +78,40 @@ def build_module(name: str, *, tiny: bool, dtype, rngs: nnx.Rngs) -> nnx.Module:
     raise ValueError(f"unknown module {name!r}; choose from {MODULES}")
 
 
-def forward_function(name: str, graphdef: nnx.GraphDef):
-    """The pure eval-mode forward ``f(state, *inputs)`` of module ``name`` from its waveform."""
+def _in_row_chunks(call, per_row: tuple[jax.Array, ...], max_rows: int) -> jax.Array:
+    """``call(*per_row)`` over the K axis (axis 1) in chunks of at most ``max_rows`` conditions,
+    one ``lax.map`` step per chunk, so memory stays bounded for large K; K is padded with copies
+    of the last condition and the padding is dropped from the result."""
+    k = per_row[0].shape[1]
+    if not max_rows or k <= max_rows:
+        return call(*per_row)
+    chunks = -(-k // max_rows)
+
+    def split(x):
+        x = jnp.concatenate([x, jnp.repeat(x[:, -1:], chunks * max_rows - k, axis=1)], axis=1)
+        return jnp.moveaxis(x.reshape(x.shape[0], chunks, max_rows, *x.shape[2:]), 1, 0)
+
+    out = jax.lax.map(lambda xs: call(*xs), tuple(split(x) for x in per_row))
+    out = jnp.moveaxis(out, 0, 1)
+    return out.reshape(out.shape[0], chunks * max_rows, *out.shape[3:])[:, :k]
+
+
+def forward_function(name: str, graphdef: nnx.GraphDef, max_rows: int = 0):
+    """The pure eval-mode forward ``f(state, *inputs)`` of module ``name`` from its waveform.
+
+    With ``max_rows`` > 0, conditioned modules run their K conditions in chunks of that many
+    (the log-mel is still computed once per clip)."""
 
     def run(state, waveform, *rest):
         model = nnx.merge(graphdef, state, copy=True)
         if name == "recognizer":
             return model(audio.log_mel(waveform))
         if name.startswith("transcriber_"):
-            return model(audio.log_mel(waveform), rest[0])
+            logmel = audio.log_mel(waveform)
+            return _in_row_chunks(lambda c: model(logmel, c)["frame_output"], rest, max_rows)
         if name == "separator_sum":
-            return model(waveform, rest[0], rest[1])["waveform"]
-        return model(waveform, rest[0], None)["waveform"]
+            return _in_row_chunks(lambda c, r: model(waveform, c, r)["waveform"], rest, max_rows)
+        return _in_row_chunks(lambda c: model(waveform, c, None)["waveform"], rest, max_rows)
 
     return run
 
@@ -111,10 +133,10 @@ def make_inputs(name: str, model: nnx.Module, *, samples: int, k: int, seed: int
     return waveform, conditions, roll
 
 
-def measure_case(name: str, graphdef, state, inputs, *, repeats: int) -> dict:
+def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: int = 0) -> dict:
     """Compile, count FLOPs and time one (module, K) case; numbers in a flat dict."""
     common.reset_peak_rss()
-    fn = forward_function(name, graphdef)
+    fn = forward_function(name, graphdef, max_rows)
     compiled = common.compile_function(jax.jit(fn), state, *inputs)
     flops_matmul = common.matmul_flops(fn, state, *inputs)
     timing = common.time_calls(lambda: compiled.executable(state, *inputs), repeats=repeats, warmup=1)
@@ -135,7 +157,7 @@ def measure_case(name: str, graphdef, state, inputs, *, repeats: int) -> dict:
 
 
 def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, repeats_large: int,
-                  dtype_name: str, tiny: bool) -> list[dict]:
+                  dtype_name: str, tiny: bool, max_rows: int = 0) -> list[dict]:
     """Every (module, K) case; one dict per case with the reference's time and the ratio."""
     dtype = common.DTYPES[dtype_name]
     samples = TINY_CLIP_SAMPLES if tiny else FULL_CLIP_SAMPLES
@@ -148,8 +170,9 @@ def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, re
         for k in (conditions if name in CONDITIONED else [None]):
             inputs = make_inputs(name, model, samples=samples, k=k or 1)
             n = repeats_large if (k or 1) >= LARGE_K else repeats
+            chunk = max_rows if name in CONDITIONED and max_rows and (k or 1) > max_rows else 0
             row = {"module": name, "K": k, "params": params, "samples": samples, "dtype": dtype_name,
-                   **measure_case(name, graphdef, state, inputs, repeats=n)}
+                   "max_rows": chunk, **measure_case(name, graphdef, state, inputs, repeats=n, max_rows=chunk)}
             references = [] if tiny else REFERENCE.get((name, k or 1), [])
             row["reference"] = [{"case": case, "s": s, "ratio": common.ratio(row["wall_s"], s), "cpu_s": cpu_s}
                                 for case, s, cpu_s in references]
@@ -171,7 +194,8 @@ def table_rows(results: list[dict]) -> list[dict]:
     """Flattens results for :func:`common.format_table`: one line per reference comparison."""
     rows = []
     for r in results:
-        base = dict(r, case=f"{r['module']}" + (f" K={r['K']}" if r["K"] else ""), N=r["repeats"])
+        chunks = f" (chunks of {r['max_rows']})" if r.get("max_rows") else ""
+        base = dict(r, case=f"{r['module']}" + (f" K={r['K']}" if r["K"] else "") + chunks, N=r["repeats"])
         if not r["reference"]:
             rows.append(base)
         for i, ref in enumerate(r["reference"]):
@@ -185,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modules", default="all", help=f"comma-separated from {', '.join(MODULES)}, or all")
     parser.add_argument("--conditions", default="1,5,39", help="comma-separated K values for conditioned modules")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (median), after 1 warm-up")
+    parser.add_argument("--max_rows", type=int, default=0,
+                        help="run more than this many conditions in chunks of this size (0: all in one call; "
+                             "K=39 of the wide transcriber or the separator needs more than 24 GB in one call)")
     parser.add_argument("--repeats_large", type=int, default=1,
                         help=f"timed calls for cases with K >= {LARGE_K} (about a minute each at full size)")
     common.add_common_flags(parser)
@@ -203,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"forward benchmark: jax {env['jax']} on {env['devices']} {env['platform']} device(s), "
           f"{env['cpu_count']} CPUs, {args.dtype}, {'TINY 1-s clip' if args.tiny else '10-s clip'}", flush=True)
     results = run_benchmark(modules, conditions, repeats=args.repeats, repeats_large=args.repeats_large,
-                            dtype_name=args.dtype, tiny=args.tiny)
+                            dtype_name=args.dtype, tiny=args.tiny, max_rows=args.max_rows)
     print()
     print(common.format_table(table_rows(results), COLUMNS))
     print("\nwall/CPU s: median per call after 1 warm-up over N calls. GFLOP xla: XLA cost analysis (scan "

@@ -119,6 +119,18 @@ def test_forward_inputs_have_one_clip_and_k_distinct_conditions():
         forward.make_inputs("separator_sum", model, samples=16000, k=41)
 
 
+def test_conditions_in_chunks_equal_one_call():
+    """--max_rows: K conditions in chunks (padded to whole chunks) give the one-call result."""
+    call = lambda c, r: jnp.einsum("bkc,bktn->bkt", c, r)  # a per-row function of (B, K, ...) inputs
+    rng = np.random.default_rng(0)
+    conditions = jnp.asarray(rng.normal(size=(1, 7, 40)), jnp.float32)
+    roll = jnp.asarray(rng.normal(size=(1, 7, 3, 40)), jnp.float32)
+    whole = call(conditions, roll)
+    for max_rows in (2, 3, 7, 0):
+        np.testing.assert_allclose(np.asarray(forward._in_row_chunks(call, (conditions, roll), max_rows)),
+                                   np.asarray(whole), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_forward_main_tiny_prints_and_dumps_every_field(tmp_path, capsys):
     out = tmp_path / "forward.json"
