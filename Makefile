@@ -29,8 +29,9 @@ test: install
 demo: install
 	bash scripts/demo.sh
 
+# Needs the demo's synthetic dataset (`make demo` first); numbers are recorded in README.md.
 benchmarks: install
-	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2
 	$(PY) benchmarks/forward.py --conditions 1,5
 	$(PY) benchmarks/train_step.py
 
