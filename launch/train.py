@@ -23,26 +23,7 @@ xla_flags.apply_cpu_flags()
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-CONFIG_DIR = os.path.join(_ROOT, "configs")
-
-
-def resolve_config_argument(argv: list[str]) -> list[str]:
-    """Rewrites ``--config=NAME[:ARGS]`` to ``--config=configs/NAME.py[:ARGS]`` for known names."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--config="):
-            value = arg[len("--config="):]
-            name, sep, rest = value.partition(":")
-            if not name.endswith(".py") and "/" not in name:
-                path = os.path.join(CONFIG_DIR, name + ".py")
-                if not os.path.isfile(path):
-                    known = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                                   if f.endswith(".py") and f not in ("__init__.py", "defaults.py"))
-                    raise SystemExit(f"--config={value}: no config {name!r}; known: {', '.join(known)}")
-                arg = "--config=" + path + sep + rest
-        out.append(arg)
-    return out
-
+from configs import resolve_config_argument  # noqa: E402,F401  (tests import it from here)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
                                           lock_config=True)

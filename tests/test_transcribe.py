@@ -209,6 +209,47 @@ def test_predictor_window_batching_does_not_change_results(joint_model):
     np.testing.assert_allclose(one.waveform, two.waveform, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_predictor_instrument_groups_match_one_call(joint_model):
+    from jointist_jax.inference.predictor import Predictor
+
+    waveform = 0.1 * np.random.default_rng(2).standard_normal(12 * SR).astype(np.float32)  # 2 windows
+    classes = [0, 5, 10, 38, 20]
+    whole = Predictor(joint_model, batch_windows=2).predict(waveform, classes, separate=True)
+    # 4 rows per call with 2 windows: groups of 2 instruments, the last one padded.
+    grouped = Predictor(joint_model, batch_windows=2, max_rows=4).predict(waveform, classes, separate=True)
+    assert grouped.frame_output.shape == whole.frame_output.shape == (5, 12 * SR // 160 + 1, 88)
+    np.testing.assert_allclose(grouped.frame_output, whole.frame_output, atol=1e-5)
+    np.testing.assert_allclose(grouped.reg_onset_output, whole.reg_onset_output, atol=1e-5)
+    np.testing.assert_allclose(grouped.waveform, whole.waveform, atol=1e-5)
+    with pytest.raises(ValueError, match="max_rows"):
+        Predictor(joint_model, batch_windows=2, max_rows=1)
+
+
+@pytest.mark.slow
+def test_predictor_runs_a_standalone_separator():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import configs.separation
+    from jointist_jax.inference.predictor import Predictor
+    from jointist_jax.inference.windows import split_windows
+    from jointist_jax.train import model_factory
+
+    separator = model_factory.build_model(configs.separation.get_config("runlocal"), nnx.Rngs(0))
+    separator.eval()
+    waveform = 0.1 * np.random.default_rng(3).standard_normal(4 * SR).astype(np.float32)
+    predictor = Predictor(separator, batch_windows=1)
+    assert predictor.can_separate and not predictor.can_transcribe
+    prediction = predictor.predict(waveform, [0, 38], separate=True)
+    assert prediction.frame_output is None and prediction.reg_onset_output is None
+    direct = nnx.jit(lambda m, x, c: m(x, c)["waveform"])(
+        separator, jnp.asarray(split_windows(waveform)), jnp.asarray(instruments.condition_one_hot([0, 38]))[None])
+    np.testing.assert_allclose(prediction.waveform, np.asarray(direct)[0, :, :4 * SR], atol=1e-5)
+    with pytest.raises(ValueError, match="separate=True"):
+        predictor.predict(waveform, [0])
+
+
 def test_select_instruments_any_versus_mean(monkeypatch):
     from jointist_jax.inference.predictor import Predictor
 

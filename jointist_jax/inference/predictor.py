@@ -4,7 +4,13 @@ A song is cut into fixed windows (:mod:`jointist_jax.inference.windows`), proces
 ``batch_windows`` windows at a time with all K requested instruments in the same call (the
 window's log-mel is computed once and shared by its K conditions), and the outputs are stitched
 batch by batch with the centre rule. The last batch is padded with silent windows, so the
-compiled function has one input shape per K whatever the song's length.
+compiled function has one input shape per K whatever the song's length. With ``max_rows``
+(windows x instruments per call) the K instruments are processed in groups of at most
+``max_rows // batch_windows``, the last group padded by repeating its first instrument, so a
+full-size model with 39 instruments fits in a CPU's memory and compiles at most two shapes.
+
+A standalone separator (the ``separation`` stage's `S` baseline) reads no posteriorgram; its
+predictions carry stems only.
 
 Each window's separator reads that window's own frame posteriorgram (the reference stitched
 the whole song's posteriorgram first and cut it again into windows; REFERENCE §6.2).
@@ -24,6 +30,7 @@ from jointist_jax import audio, instruments
 from jointist_jax.inference.windows import WindowSpec, split_windows, stitch_into
 from jointist_jax.models.jointist import Jointist, select_instruments
 from jointist_jax.models.recognizer import Recognizer
+from jointist_jax.models.separator import Separator
 from jointist_jax.models.transcriber import Transcriber
 
 ProgressFn = Callable[[int], None]
@@ -35,14 +42,24 @@ class SongPrediction:
 
     Attributes:
       class_ids: the K class indices, in the order of the leading axis.
-      reg_onset_output, frame_output: (K, T, 88) float32 posteriorgrams, T = floor(L/160) + 1.
+      reg_onset_output, frame_output: (K, T, 88) float32 posteriorgrams, T = floor(L/160) + 1;
+        None for a standalone separator, which does not transcribe.
       waveform: (K, L) float32 separated stems, or None without separation.
     """
 
     class_ids: list[int]
-    reg_onset_output: np.ndarray
-    frame_output: np.ndarray
+    reg_onset_output: np.ndarray | None
+    frame_output: np.ndarray | None
     waveform: np.ndarray | None = None
+
+
+def _condition_groups(class_ids: list[int], size: int) -> list[tuple[list[int], int]]:
+    """(padded group of ``size`` classes, count of real ones) pairs covering ``class_ids``."""
+    groups = []
+    for first in range(0, len(class_ids), size):
+        group = class_ids[first:first + size]
+        groups.append((group + [group[0]] * (size - len(group)), len(group)))
+    return groups
 
 
 def _batches(windows: np.ndarray, batch: int):
@@ -59,42 +76,62 @@ class Predictor:
     """Runs a trained transcriber (optionally with a separator and a recognizer) on whole songs.
 
     Args:
-      model: a :class:`Transcriber` or a :class:`Jointist` (transcriber + optional separator),
-        in eval mode.
+      model: a :class:`Transcriber`, a :class:`Jointist` (transcriber + optional separator), a
+        standalone :class:`Separator`, in eval mode, or None for a recognizer alone.
       recognizer: a :class:`Recognizer` for automatic instrument selection, or None.
-      batch_windows: windows per compiled call (memory grows with batch_windows x K).
+      batch_windows: windows per compiled call.
+      max_rows: at most this many (window, instrument) rows per call, or None for all K
+        instruments in one call (memory grows with batch_windows x K).
       spec: window geometry.
     """
 
-    def __init__(self, model: Transcriber | Jointist, *, recognizer: Recognizer | None = None,
-                 batch_windows: int = 2, spec: WindowSpec = WindowSpec()):
+    def __init__(self, model: Transcriber | Jointist | Separator | None, *, recognizer: Recognizer | None = None,
+                 batch_windows: int = 2, max_rows: int | None = None, spec: WindowSpec = WindowSpec()):
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+        if max_rows is not None and max_rows < batch_windows:
+            raise ValueError(f"max_rows ({max_rows}) must be at least batch_windows ({batch_windows})")
         if isinstance(model, Jointist):
             transcriber, separator = model.transcriber, model.separator
             if recognizer is None:
                 recognizer = model.recognizer
         elif isinstance(model, Transcriber):
             transcriber, separator = model, None
+        elif isinstance(model, Separator) and model.mode == "standalone":
+            transcriber, separator = None, model
+        elif model is None and recognizer is not None:
+            transcriber, separator = None, None
         else:
-            raise TypeError(f"Predictor needs a Transcriber or a Jointist, got {type(model).__name__}")
+            raise TypeError("Predictor needs a Transcriber, a Jointist, a standalone Separator or (alone) a "
+                            "recognizer, got "
+                            f"{type(model).__name__}" + (f" in {model.mode!r} mode" if isinstance(model, Separator)
+                                                          else ""))
         if recognizer is not None and not isinstance(recognizer, Recognizer):
             raise TypeError(f"recognizer must be a Recognizer, got {type(recognizer).__name__}")
         self.batch_windows = batch_windows
+        self.max_rows = max_rows
         self.spec = spec
+        self.can_transcribe = transcriber is not None
         self.can_separate = separator is not None
         self.can_recognize = recognizer is not None
-        self._jointist = Jointist(recognizer=None, transcriber=transcriber, separator=separator)
-        self._jointist.eval()
-        graphdef, self._state = nnx.split(self._jointist)
+        if transcriber is not None:
+            self._model = Jointist(recognizer=None, transcriber=transcriber, separator=separator)
+        else:
+            self._model = separator
+        if self._model is not None:
+            self._model.eval()
+            graphdef, self._state = nnx.split(self._model)
 
         def run(state, windows, conditions, separate: bool):
             model = nnx.merge(graphdef, state, copy=True)
+            if isinstance(model, Separator):
+                return {"waveform": model(windows, conditions)["waveform"]}
             if separate:
                 return model.transcribe_and_separate(windows, conditions)
             return model.transcriber(audio.log_mel(windows), conditions)
 
-        self._run = jax.jit(run, static_argnames="separate")
+        if self._model is not None:
+            self._run = jax.jit(run, static_argnames="separate")
         if recognizer is not None:
             recognizer.eval()
             ir_graphdef, self._ir_state = nnx.split(recognizer)
@@ -132,25 +169,37 @@ class Predictor:
             raise ValueError("predict needs at least one instrument class")
         if separate and not self.can_separate:
             raise ValueError("this model has no separator: it cannot separate")
+        if not (self.can_separate or self.can_transcribe):
+            raise ValueError("this Predictor has a recognizer only: it can neither transcribe nor separate")
+        if not (separate or self.can_transcribe):
+            raise ValueError("this model is a standalone separator: call predict with separate=True")
         waveform = np.asarray(waveform, np.float32)
         length = waveform.shape[0]
         spec = self.spec
         windows = split_windows(waveform, spec)
         n, k = windows.shape[0], len(class_ids)
         total_frames = spec.num_frames(length)
-        onset = np.zeros((k, total_frames, 88), np.float32)
-        frame = np.zeros((k, total_frames, 88), np.float32)
+        onset = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
+        frame = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
         stems = np.zeros((k, length), np.float32) if separate else None
-        one_hot = instruments.condition_one_hot(class_ids)
-        conditions = jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))
+        group_size = k if self.max_rows is None else max(1, min(k, self.max_rows // self.batch_windows))
+        groups = _condition_groups(class_ids, group_size)
         for first, count, chunk in _batches(windows, self.batch_windows):
-            outputs = jax.device_get(self._run(self._state, jnp.asarray(chunk), conditions, separate))
-            for j in range(count):
-                i = first + j
-                stitch_into(onset, outputs["reg_onset_output"][j], i, n, spec.frames_per_hop, axis=1)
-                stitch_into(frame, outputs["frame_output"][j], i, n, spec.frames_per_hop, axis=1)
-                if separate:
-                    stitch_into(stems, outputs["waveform"][j], i, n, spec.hop, axis=1)
+            chunk = jnp.asarray(chunk)
+            for g, (group, real) in enumerate(groups):
+                rows = slice(g * group_size, g * group_size + real)
+                one_hot = instruments.condition_one_hot(group)
+                conditions = jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))
+                outputs = jax.device_get(self._run(self._state, chunk, conditions, separate))
+                for j in range(count):
+                    i = first + j
+                    if self.can_transcribe:
+                        stitch_into(onset[rows], outputs["reg_onset_output"][j, :real], i, n, spec.frames_per_hop,
+                                    axis=1)
+                        stitch_into(frame[rows], outputs["frame_output"][j, :real], i, n, spec.frames_per_hop,
+                                    axis=1)
+                    if separate:
+                        stitch_into(stems[rows], outputs["waveform"][j, :real], i, n, spec.hop, axis=1)
             if progress is not None:
                 progress(count)
         return SongPrediction(class_ids=class_ids, reg_onset_output=onset, frame_output=frame, waveform=stems)

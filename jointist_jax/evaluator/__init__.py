@@ -1,0 +1,15 @@
+"""Evaluating a trained run on whole songs of a split (``launch/eval.py``).
+
+* :mod:`references`: a track's reference notes and frame rolls, predicted notes as metric input.
+* :mod:`runner`: :func:`evaluate_run` runs a checkpoint over a split with ground-truth and with
+  recognizer-predicted instruments and returns an :class:`EvalResult` (metrics + media).
+* :mod:`charts`: per-instrument bar charts and reference-vs-prediction piano-roll images (PNG).
+* :mod:`reporting`: writes an :class:`EvalResult` to TensorBoard and to ``metrics.json`` + files.
+* :mod:`watch`: follows a training workdir and evaluates each new checkpoint once.
+
+The metrics themselves are the pure functions of :mod:`jointist_jax.evaluation`.
+"""
+
+from jointist_jax.evaluator.runner import EvalOptions, EvalResult, SongMedia, evaluate_run
+
+__all__ = ["EvalOptions", "EvalResult", "SongMedia", "evaluate_run"]

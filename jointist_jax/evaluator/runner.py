@@ -1,0 +1,263 @@
+"""Evaluates one checkpoint of a run on the whole songs of a split.
+
+Two settings, as in the paper:
+
+* ``gt_instruments`` (the controllable Jointist): the transcriber and separator are conditioned
+  on the instruments that have notes in each song.
+* ``predicted_instruments`` (end to end): a recognizer picks each song's instruments (windows
+  thresholded and aggregated, DECISIONS 19); songs where it finds none are processed with all 39
+  classes, as the reference does. Missed instruments score 0 (F1) and are separated as silence.
+
+Which metrics a run gets follows from its stage: ``transcription`` (transcription metrics),
+``separation`` (SDR of the standalone separator), ``joint`` (both), ``ir`` (recognition over
+songs). A recognizer (an ``ir`` run) given beside a transcribing or separating run adds the
+end-to-end setting and the recognition metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Callable, Literal
+
+import numpy as np
+
+from jointist_jax import instruments
+from jointist_jax.data import tracks as tracks_lib
+from jointist_jax.evaluation import (aggregate_separation, aggregate_transcription, recognition_scores,
+                                     song_separation_scores, song_transcription_scores)
+from jointist_jax.evaluator import references
+from jointist_jax.inference import loading, postprocess
+from jointist_jax.inference.predictor import Predictor
+from jointist_jax.inference.windows import SAMPLE_RATE
+from jointist_jax.models.jointist import select_instruments
+from jointist_jax.train import checkpoints
+
+logger = logging.getLogger(__name__)
+
+GT = "gt_instruments"
+PREDICTED = "predicted_instruments"
+RECOGNITION = "recognition"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate (defaults: the reference's thresholds, every song, media for 3 songs).
+
+    Attributes:
+      split: dataset split of whole songs.
+      max_songs: evaluate the first this many songs of the split; 0 for all.
+      media_songs: songs (the first ones) whose piano rolls and stems are kept for inspection.
+      batch_windows, max_rows: :class:`Predictor` batching (windows per call, rows per call).
+      onset_threshold, frame_threshold, min_note_frames: note decoding (REFERENCE §7.1).
+      ir_threshold, ir_aggregate: recognizer decision over a song's windows (DECISIONS 19).
+    """
+
+    split: str = "test"
+    max_songs: int = 0
+    media_songs: int = 3
+    batch_windows: int = 2
+    max_rows: int | None = 16
+    onset_threshold: float = postprocess.DEFAULT_THRESHOLD
+    frame_threshold: float = postprocess.DEFAULT_THRESHOLD
+    min_note_frames: int = 1
+    ir_threshold: float = 0.5
+    ir_aggregate: Literal["any", "mean"] = "any"
+
+    def __post_init__(self):
+        if self.max_songs < 0:
+            raise ValueError(f"max_songs must be >= 0 (0 = all), got {self.max_songs}")
+        if self.media_songs < 0:
+            raise ValueError(f"media_songs must be >= 0, got {self.media_songs}")
+        if self.ir_aggregate not in ("any", "mean"):
+            raise ValueError(f"ir_aggregate must be 'any' or 'mean', got {self.ir_aggregate!r}")
+        for name in ("onset_threshold", "frame_threshold", "ir_threshold"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def decode_options(self) -> postprocess.DecodeOptions:
+        return postprocess.DecodeOptions(onset_threshold=self.onset_threshold,
+                                         frame_threshold=self.frame_threshold,
+                                         min_note_frames=self.min_note_frames)
+
+
+@dataclasses.dataclass
+class SongMedia:
+    """What is kept of one song for inspection (ground-truth instruments).
+
+    Attributes:
+      track_id: the song.
+      duration: seconds.
+      reference_notes: class index -> reference :class:`jointist_jax.evaluation.Notes`.
+      predicted_notes: class index -> decoded notes (empty without a transcriber).
+      mix: (L,) float32 mixture.
+      stems: class index -> (separated, reference or None) float32 (L,) waveforms (empty
+        without a separator).
+    """
+
+    track_id: str
+    duration: float
+    reference_notes: dict
+    predicted_notes: dict
+    mix: np.ndarray
+    stems: dict[int, tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """Everything one evaluation produced.
+
+    Attributes:
+      step: the checkpoint's training step.
+      stage: the run's stage.
+      split: the split evaluated.
+      scalars: ``{setting}/{metric}`` -> value; settings ``gt_instruments``,
+        ``predicted_instruments``, ``recognition`` (metric names: :mod:`jointist_jax.evaluation`).
+      per_class: ``{setting}/{metric}`` -> {class name: value}, for bar charts.
+      songs: one summary dict per song (instruments, per-class scores), for ``metrics.json``.
+      media: piano rolls and stems of the first ``media_songs`` songs.
+    """
+
+    step: int
+    stage: str
+    split: str
+    scalars: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    songs: list[dict]
+    media: list[SongMedia]
+
+
+def _class_names(class_ids) -> list[str]:
+    return [instruments.CLASS_NAMES[c] for c in class_ids]
+
+
+def _song_probability(window_probabilities: np.ndarray, aggregate: str) -> np.ndarray:
+    """One (39,) score per song whose threshold gives the aggregate's decision: the max over windows
+    for ``any`` (max > t iff any window > t), the mean for ``mean``."""
+    if aggregate == "any":
+        return window_probabilities.max(axis=0)
+    return window_probabilities.mean(axis=0)
+
+
+def load_models(run_path: str | os.PathLike, ir_path: str | os.PathLike | None):
+    """``(model or None, recognizer or None, run config, step)`` of a run (and an optional ir run)."""
+    config = loading.read_run_config(run_path, role="--workdir")
+    model, config = loading.load_run(run_path, role="--workdir", config=config)
+    _, _, step = checkpoints.locate(run_path)
+    recognizer = None
+    if config.stage == "ir":
+        if ir_path is not None:
+            raise ValueError("--ir_checkpoint is for transcription, separation and joint runs; this run "
+                             "is itself an ir run")
+        recognizer, model = model, None
+    elif ir_path is not None:
+        recognizer = loading.load_recognizer_run(ir_path)
+    return model, recognizer, config, step
+
+
+def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, options: EvalOptions = EvalOptions(),
+                 *, ir_path: str | os.PathLike | None = None,
+                 progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluates the checkpoint at ``run_path`` (workdir = latest step, or ``checkpoints/<step>``)
+    on ``options.split`` of the TFDS dataset in ``data_dir``.
+
+    Raises ``loading.CheckpointError`` for unusable runs and ``ValueError`` for a split without
+    songs or audio at another sample rate.
+    """
+    model, recognizer, config, step = load_models(run_path, ir_path)
+    predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
+                          max_rows=options.max_rows)
+    transcribe, separate = predictor.can_transcribe, predictor.can_separate
+    settings = [GT] if (transcribe or separate) else []
+    if recognizer is not None and settings:
+        settings.append(PREDICTED)
+    decode = options.decode_options()
+
+    transcription_scores = {s: [] for s in settings}
+    separation_scores = {s: [] for s in settings}
+    labels, song_probabilities = [], []
+    songs, media = [], []
+    for index, track in enumerate(tracks_lib.iterate_tracks(data_dir, options.split)):
+        if options.max_songs and index >= options.max_songs:
+            break
+        if track.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"{str(data_dir)!r} split {options.split!r}: track {track.track_id!r} is at "
+                             f"{track.sample_rate} Hz; the models expect {SAMPLE_RATE} Hz")
+        if progress is not None:
+            progress(track.track_id)
+        present = [int(c) for c in track.classes]
+        summary: dict = {"track_id": track.track_id, "seconds": len(track.mix) / SAMPLE_RATE,
+                         "instruments": _class_names(present)}
+        ref_notes = references.reference_notes(track)
+        setting_classes = {GT: present}
+        if recognizer is not None:
+            window_probabilities = predictor.recognize(track.mix)
+            labels.append(references.recognition_labels(track, instruments.NUM_CLASSES))
+            song_probabilities.append(_song_probability(window_probabilities, options.ir_aggregate))
+            detected = select_instruments(window_probabilities, threshold=options.ir_threshold,
+                                          aggregate=options.ir_aggregate)
+            summary["recognized_instruments"] = _class_names(detected)
+            if not detected:
+                detected = list(range(instruments.NUM_CLASSES))  # the reference's fallback (REFERENCE §6.1)
+                summary["recognizer_detected_none"] = True
+            setting_classes[PREDICTED] = detected
+        keep_media = len(media) < options.media_songs
+        for setting in settings:
+            classes = setting_classes[setting]
+            if not classes:  # a song with no labelled note: nothing to condition on or to score
+                continue
+            prediction = predictor.predict(track.mix, classes, separate=separate)
+            song_entry: dict = {}
+            notes = {}
+            if transcribe:
+                notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
+                                                       prediction.class_ids, decode)
+                frames = prediction.frame_output.shape[1]
+                est_rolls = {c: prediction.frame_output[k] for k, c in enumerate(prediction.class_ids)}
+                scores = song_transcription_scores(
+                    ref_notes, references.as_metric_notes(notes), references.reference_frame_rolls(track, frames),
+                    est_rolls, song=track.track_id, frame_threshold=options.frame_threshold)
+                transcription_scores[setting].append(scores)
+                song_entry["transcription"] = {instruments.CLASS_NAMES[c]: row for c, row in scores.per_class.items()}
+                song_entry["transcription_flat"] = scores.flat
+            stems = {}
+            if separate:
+                estimates = dict(zip(prediction.class_ids, prediction.waveform))
+                silence = np.zeros_like(track.mix)
+                stems = {c: (estimates.get(c, silence), track.stems.get(c)) for c in present}
+                scores = song_separation_scores({c: (ref, est) for c, (est, ref) in stems.items()},
+                                                song=track.track_id)
+                separation_scores[setting].append(scores)
+                song_entry["sdr"] = {instruments.CLASS_NAMES[c]: v for c, v in scores.sdr.items()}
+                song_entry["sdr_skipped_without_stem"] = _class_names(scores.skipped)
+            summary[setting] = song_entry
+            if setting == GT and keep_media:
+                media.append(SongMedia(track_id=track.track_id, duration=len(track.mix) / SAMPLE_RATE,
+                                       reference_notes=ref_notes, predicted_notes=notes, mix=track.mix,
+                                       stems=stems))
+        if recognizer is not None and not settings and keep_media:
+            media.append(SongMedia(track_id=track.track_id, duration=len(track.mix) / SAMPLE_RATE,
+                                   reference_notes=ref_notes, predicted_notes={}, mix=track.mix, stems={}))
+        songs.append(summary)
+    if not songs:
+        raise ValueError(f"split {options.split!r} of {str(data_dir)!r} has no songs to evaluate")
+
+    scalars: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] = {}
+
+    def add(setting: str, report) -> None:
+        scalars.update({f"{setting}/{k}": v for k, v in report.scalars.items()})
+        per_class.update({f"{setting}/{k}": v for k, v in report.per_class.items()})
+
+    for setting in settings:
+        if transcribe:
+            add(setting, aggregate_transcription(transcription_scores[setting]))
+        if separate:
+            add(setting, aggregate_separation(separation_scores[setting]))
+    if recognizer is not None:
+        add(RECOGNITION, recognition_scores(np.stack(labels), np.stack(song_probabilities),
+                                            threshold=options.ir_threshold))
+    scalars["num_songs"] = float(len(songs))
+    return EvalResult(step=step, stage=config.stage, split=options.split, scalars=scalars, per_class=per_class,
+                      songs=songs, media=media)

@@ -1,0 +1,67 @@
+"""Following a training workdir: evaluate each new checkpoint once (``launch/eval.py --watch``).
+
+A step counts as evaluated when its ``metrics.json`` exists under the output folder, so a
+restarted watcher resumes where it stopped. Only finalised checkpoints are seen (orbax writes a
+step into a temporary folder and renames it when complete). A checkpoint that disappears before
+it is read (the trainer keeps only the last few) is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import orbax.checkpoint as ocp
+
+from jointist_jax.evaluator.reporting import METRICS_FILE, output_dir
+from jointist_jax.train import checkpoints
+
+logger = logging.getLogger(__name__)
+
+
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+    """Finalised checkpoint steps of a workdir, ascending (empty if it has none yet)."""
+    directory = Path(workdir) / checkpoints.CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(ocp.utils.checkpoint_steps(directory))
+
+
+def pending_steps(workdir: str | os.PathLike, out_root: str | os.PathLike, split: str) -> list[int]:
+    """Saved steps without a ``metrics.json`` yet, ascending."""
+    return [s for s in saved_steps(workdir) if not (output_dir(out_root, split, s) / METRICS_FILE).is_file()]
+
+
+def follow(workdir: str | os.PathLike, out_root: str | os.PathLike, split: str,
+           evaluate_step: Callable[[int], None], *, final_step: int | None, poll_seconds: float = 60.0,
+           idle_timeout: float = 3600.0, sleep: Callable[[float], None] = time.sleep,
+           clock: Callable[[], float] = time.monotonic) -> list[int]:
+    """Evaluates pending checkpoints as they appear; returns the steps evaluated.
+
+    Stops after evaluating ``final_step`` (the run's last step), or when no new checkpoint has
+    appeared for ``idle_timeout`` seconds.
+    """
+    evaluated: list[int] = []
+    last_news = clock()
+    while True:
+        pending = pending_steps(workdir, out_root, split)
+        for step in pending:
+            try:
+                evaluate_step(step)
+            except FileNotFoundError as error:
+                if step in saved_steps(workdir):
+                    raise  # not a rotated-away checkpoint: a real error (e.g. a missing dataset)
+                logger.warning("checkpoint %d vanished before it was evaluated (%s); skipping it", step, error)
+                continue
+            evaluated.append(step)
+            last_news = clock()
+        done = [s for s in saved_steps(workdir) if (output_dir(out_root, split, s) / METRICS_FILE).is_file()]
+        if final_step is not None and any(s >= final_step for s in done):
+            return evaluated
+        if clock() - last_news >= idle_timeout:
+            logger.info("no new checkpoint in %s for %.0f s: stopping", workdir, idle_timeout)
+            return evaluated
+        sleep(poll_seconds)

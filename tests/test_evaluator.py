@@ -1,0 +1,266 @@
+"""launch/eval.py and jointist_jax.evaluator on the tiny synthetic dataset.
+
+Tiny freshly initialised runs (saved with `save_model`) exercise every stage's path; an oracle
+predictor that returns the reference rolls and stems checks that notes, frames and stems are
+aligned with the references (near-perfect scores), which a shifted or mislabelled output fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jointist_jax import instruments
+from jointist_jax.data import targets, tracks
+from jointist_jax.evaluator import EvalOptions, evaluate_run, references, reporting, runner, watch
+from jointist_jax.inference.predictor import SongPrediction
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLIT = "validation"  # two songs in the tiny dataset
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Workdirs of tiny freshly initialised joint, transcription, separation and ir runs."""
+    from flax import nnx
+
+    import configs.ir
+    import configs.joint_scratch
+    import configs.separation
+    import configs.transcription
+    from jointist_jax.train import checkpoints, model_factory
+
+    root = tmp_path_factory.mktemp("eval_runs")
+    paths = {}
+    for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
+                         ("separation", configs.separation), ("ir", configs.ir)):
+        config = module.get_config("runlocal")
+        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)), step=7)
+        paths[name] = root / name
+    return paths
+
+
+# ------------------------------------------------------------------------------ references
+def test_reference_rolls_and_notes_follow_the_track(tiny_tfds_dir):
+    track = next(tracks.iterate_tracks(tiny_tfds_dir, SPLIT))
+    notes = references.reference_notes(track)
+    assert sorted(notes) == sorted(int(c) for c in track.classes)
+    assert sum(len(n) for n in notes.values()) == len(track.notes.pitch)
+    frames = len(track.mix) // 160 + 1
+    rolls = references.reference_frame_rolls(track, frames)
+    for cls, roll in rolls.items():
+        assert roll.shape == (frames, 88)
+        first = int(np.argmin(notes[cls].onsets))
+        on = int(round(notes[cls].onsets[first] * targets.FPS))
+        assert roll[on, notes[cls].pitches[first] - 21] == 1.0
+    labels = references.recognition_labels(track, instruments.NUM_CLASSES)
+    assert labels.sum() == len(track.classes) and labels[track.classes].all()
+
+
+# ------------------------------------------------------------------------------ oracle
+class OraclePredictor:
+    """Returns each song's reference onset/frame rolls and stems as 'predictions'."""
+
+    can_transcribe = can_separate = True
+    can_recognize = False
+
+    def __init__(self, data_dir):
+        self.songs = {t.mix.tobytes(): t for t in tracks.iterate_tracks(data_dir, SPLIT)}
+
+    def predict(self, waveform, class_ids, *, separate=False, progress=None):
+        track = self.songs[np.asarray(waveform, np.float32).tobytes()]
+        frames = len(waveform) // 160 + 1
+        notes = references.reference_notes(track)
+        onset = np.zeros((len(class_ids), frames, 88), np.float32)
+        frame = np.zeros_like(onset)
+        for k, cls in enumerate(class_ids):
+            if cls in notes:
+                rolls = targets.note_rolls(notes[cls].onsets, notes[cls].offsets, notes[cls].pitches, start=0.0,
+                                           seconds=(frames - 1) / targets.FPS)
+                onset[k], frame[k] = rolls["onset_roll"][:frames], rolls["frame_roll"][:frames]
+        stems = np.stack([track.stems.get(c, np.zeros_like(track.mix)) for c in class_ids])
+        return SongPrediction(class_ids=list(class_ids), reg_onset_output=onset, frame_output=frame, waveform=stems)
+
+
+def test_oracle_predictions_score_near_perfectly(runs, tiny_tfds_dir, monkeypatch):
+    monkeypatch.setattr(runner, "Predictor", lambda *a, **k: OraclePredictor(tiny_tfds_dir))
+    result = evaluate_run(runs["joint"], tiny_tfds_dir, EvalOptions(split=SPLIT, media_songs=1))
+    s = result.scalars
+    assert s["num_songs"] == 2 and result.step == 7 and result.stage == "joint"
+    assert s["gt_instruments/frame_f1/flat"] == pytest.approx(1.0)
+    assert s["gt_instruments/frame_f1/instrument_wise"] == pytest.approx(1.0)
+    # Same-pitch notes played back to back fuse in a roll, so a few notes may be lost: not many.
+    assert s["gt_instruments/note_f1/flat"] > 0.95
+    assert s["gt_instruments/note_f1/instrument_wise"] > 0.95
+    assert s["gt_instruments/mt3/onset_offset_program_f1/flat"] > 0.8
+    # Exact stems: the error power hits the 1e-8 floor, so SDR = 10 log10(stem power / 1e-8).
+    for song in tracks.iterate_tracks(tiny_tfds_dir, SPLIT):
+        scored = next(row["gt_instruments"]["sdr"] for row in result.songs if row["track_id"] == song.track_id)
+        assert scored == pytest.approx({instruments.CLASS_NAMES[c]: 10 * np.log10(np.mean(stem.astype(np.float64) ** 2) / 1e-8)
+                                        for c, stem in song.stems.items() if c in song.classes}, abs=1e-3)
+    assert "predicted_instruments/note_f1/flat" not in s  # no recognizer given
+    assert set(result.per_class["gt_instruments/note_f1"]) == {
+        instruments.CLASS_NAMES[c] for song in tracks.iterate_tracks(tiny_tfds_dir, SPLIT) for c in song.classes}
+    assert len(result.media) == 1 and result.media[0].stems
+
+
+# ------------------------------------------------------------------------------ real models
+@pytest.mark.slow
+def test_joint_run_with_recognizer_reports_both_settings_and_writes_everything(runs, tiny_tfds_dir, tmp_path):
+    options = EvalOptions(split=SPLIT, media_songs=1, max_rows=4)
+    result = evaluate_run(runs["joint"], tiny_tfds_dir, options, ir_path=runs["ir"])
+    for setting in ("gt_instruments", "predicted_instruments"):
+        for name in ("note_f1/flat", "note_f1/piece_wise", "note_f1/instrument_wise", "note_with_offset_f1/flat",
+                     "note_f1_paper_compat/flat", "frame_f1/flat", "mt3/onset_offset_program_f1/full_program",
+                     "sdr/source_wise", "sdr/piece_wise", "sdr/instrument_wise"):
+            assert 0.0 <= result.scalars[f"{setting}/{name}"] <= 1.0 or name.startswith("sdr")
+    assert "recognition/ir_mAP/macro" in result.scalars and "recognition/ir_f1/samples" in result.scalars
+    assert all("recognized_instruments" in song for song in result.songs)
+
+    folder = reporting.write_files(tmp_path / "out", result, run_path=str(runs["joint"]), data_dir=str(tiny_tfds_dir),
+                                   options=options)
+    assert folder == tmp_path / "out" / SPLIT / "7"
+    document = json.loads((folder / "metrics.json").read_text())
+    assert document["scalars"] == pytest.approx(result.scalars) and len(document["songs"]) == 2
+    assert (folder / "charts" / "gt_instruments__note_f1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "charts" / "gt_instruments__sdr.png").is_file()
+    song = folder / "songs" / result.media[0].track_id
+    assert (song / "pianoroll.png").is_file() and (song / "mix.wav").is_file()
+    assert sorted(p.name for p in (song / "stems").glob("*.wav") if ".reference" not in p.name)
+    assert not list((tmp_path / "out" / SPLIT).glob(".partial-*"))
+
+    logdir = tmp_path / "tb"
+    reporting.write_tensorboard(logdir, result)
+    tags = _tensorboard_tags(logdir)
+    assert "gt_instruments/note_f1/flat" in tags and "predicted_instruments/sdr/source_wise" in tags
+    assert "gt_instruments/per_instrument/note_f1" in tags
+    assert f"songs/{result.media[0].track_id}/pianoroll" in tags
+    assert f"songs/{result.media[0].track_id}/mix" in tags
+
+
+def _tensorboard_tags(logdir) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for path in Path(logdir).glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+@pytest.mark.slow
+def test_ir_and_separation_runs_get_their_own_metrics(runs, tiny_tfds_dir):
+    ir = evaluate_run(runs["ir"], tiny_tfds_dir, EvalOptions(split=SPLIT, media_songs=0))
+    assert "recognition/ir_mAP/macro" in ir.scalars
+    assert not any(name.startswith("gt_instruments") for name in ir.scalars)
+    separation = evaluate_run(runs["separation"], tiny_tfds_dir, EvalOptions(split=SPLIT, max_songs=1))
+    assert "gt_instruments/sdr/source_wise" in separation.scalars
+    assert not any("note_f1" in name for name in separation.scalars)
+    assert separation.scalars["num_songs"] == 1
+    with pytest.raises(ValueError, match="ir run"):
+        evaluate_run(runs["ir"], tiny_tfds_dir, EvalOptions(split=SPLIT), ir_path=runs["ir"])
+
+
+def test_failed_write_leaves_nothing_behind(runs, tiny_tfds_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "Predictor", lambda *a, **k: OraclePredictor(tiny_tfds_dir))
+    result = evaluate_run(runs["joint"], tiny_tfds_dir, EvalOptions(split=SPLIT, media_songs=1))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reporting.audio_io, "write_wav", broken)
+    with pytest.raises(OSError, match="disk full"):
+        reporting.write_files(tmp_path, result, run_path="r", data_dir="d", options=EvalOptions())
+    assert list((tmp_path / result.split).iterdir()) == []
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="max_songs"):
+        EvalOptions(max_songs=-1)
+    with pytest.raises(ValueError, match="ir_aggregate"):
+        EvalOptions(ir_aggregate="all")
+    with pytest.raises(ValueError, match="frame_threshold"):
+        EvalOptions(frame_threshold=1.5)
+
+
+# ------------------------------------------------------------------------------ watch
+def test_follow_evaluates_each_checkpoint_once_until_the_last_step(tmp_path):
+    workdir, out = tmp_path / "run", tmp_path / "eval"
+    (workdir / "checkpoints" / "10").mkdir(parents=True)
+    (workdir / "checkpoints" / "20.orbax-checkpoint-tmp-1").mkdir()  # not finalised yet
+    (out / "test" / "10").mkdir(parents=True)
+    (out / "test" / "10" / "metrics.json").write_text("{}")  # evaluated by an earlier watcher
+    seen = []
+
+    def evaluate(step):
+        seen.append(step)
+        (out / "test" / str(step)).mkdir(parents=True)
+        (out / "test" / str(step) / "metrics.json").write_text("{}")
+
+    def sleep(_):  # the trainer makes progress while the watcher sleeps
+        if not (workdir / "checkpoints" / "20").exists():
+            (workdir / "checkpoints" / "20.orbax-checkpoint-tmp-1").rename(workdir / "checkpoints" / "20")
+        else:
+            (workdir / "checkpoints" / "30").mkdir()
+
+    steps = watch.follow(workdir, out, "test", evaluate, final_step=30, poll_seconds=0, sleep=sleep)
+    assert steps == seen == [20, 30]
+
+
+def test_follow_stops_when_idle_and_skips_rotated_checkpoints(tmp_path):
+    workdir = tmp_path / "run"
+    for step in (1, 2):
+        (workdir / "checkpoints" / str(step)).mkdir(parents=True)
+    now = [0.0]
+
+    def evaluate(step):
+        if step == 1:  # the trainer deleted it (keep_checkpoints) before it could be read
+            os.rmdir(workdir / "checkpoints" / "1")
+            raise FileNotFoundError("gone")
+        (tmp_path / "eval" / "test" / "2").mkdir(parents=True)
+        (tmp_path / "eval" / "test" / "2" / "metrics.json").write_text("{}")
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    steps = watch.follow(workdir, tmp_path / "eval", "test", evaluate, final_step=None, poll_seconds=10,
+                         idle_timeout=30, sleep=sleep, clock=lambda: now[0])
+    assert steps == [2] and now[0] == 30
+
+    def missing_data(step):
+        raise FileNotFoundError("no dataset")
+
+    (workdir / "checkpoints" / "3").mkdir()
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        watch.follow(workdir, tmp_path / "eval", "test", missing_data, final_step=None, sleep=sleep)
+
+
+# ------------------------------------------------------------------------------ launch/eval.py
+def _eval_cli(*args, timeout=300):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "eval.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_metrics_and_tensorboard(runs, tiny_tfds_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}",
+                     f"--config.data.data_dir={tiny_tfds_dir}", "--split=test", f"--out={out}", "--media_songs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gt_instruments/note_f1/flat" in proc.stdout
+    assert (out / "test" / "7" / "metrics.json").is_file()
+    assert "gt_instruments/frame_f1/flat" in _tensorboard_tags(runs["transcription"] / "tensorboard" / "eval_test")
+
+
+def test_eval_cli_errors_name_the_problem(runs, tmp_path):
+    proc = _eval_cli("--config=joint_pretrained:runlocal", f"--workdir={runs['transcription']}")
+    assert proc.returncode == 2 and "'joint' config" in proc.stderr and "'transcription' run" in proc.stderr
+    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}", "--checkpoint=99")
+    assert proc.returncode == 2 and "--checkpoint 99" in proc.stderr and "[7]" in proc.stderr
+    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={tmp_path}")
+    assert proc.returncode == 2 and "neither a workdir" in proc.stderr
