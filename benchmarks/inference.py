@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="song length")
     parser.add_argument("--instruments", default="1,5,39", help="comma-separated instrument counts")
     parser.add_argument("--batch_windows", type=int, default=1)
+    parser.add_argument("--max_rows", type=int, default=0,
+                        help="at most this many window x instrument rows per call (0: all K at once); "
+                             "full size with 39 instruments needs 8 on a 24-GiB CPU machine")
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.instruments.split(",")]
@@ -78,11 +81,11 @@ def main(argv=None) -> int:
     spec = WindowSpec()
     windows = spec.num_windows(length)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; size {args.size}; song {args.seconds:g} s "
-          f"= {windows} windows; batch_windows {args.batch_windows}", flush=True)
+          f"= {windows} windows; batch_windows {args.batch_windows}; max_rows {args.max_rows or 'all'}", flush=True)
 
     model, seconds = _timed(lambda: build(args.size))
     print(f"built the models in {seconds:.1f} s", flush=True)
-    predictor = Predictor(model, batch_windows=args.batch_windows)
+    predictor = Predictor(model, batch_windows=args.batch_windows, max_rows=args.max_rows or None)
     rng = np.random.default_rng(0)
     song = 0.1 * rng.standard_normal(length).astype(np.float32)
     warm = song[: spec.window]

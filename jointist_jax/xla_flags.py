@@ -7,11 +7,15 @@ convolutions to YNNPACK, which ran the transcriber's conv stack at 2.2x torch's 
 Switching YNNPACK off entirely made the GRU 2.5x slower.
 
 Call :func:`apply_cpu_flags` at the top of an entry point, before ``import jax``. It only adds
-flags that the user has not set, and does nothing once jax is imported (too late to matter).
+flags that the user has not set, and does nothing once jax is imported (too late to matter), on
+a machine with an accelerator (an NVIDIA GPU or a TPU device node: XLA builds of other
+versions may not know the CPU flag, and it buys nothing there), or with
+``JOINTIST_CPU_FLAGS=0``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 
@@ -22,12 +26,21 @@ def apply_cpu_flags(host_device_count: int | None = None) -> None:
     """Adds :data:`CPU_FLAGS` (and optionally a simulated host device count) to ``XLA_FLAGS``."""
     if "jax" in sys.modules:
         return
+    if os.environ.get("JOINTIST_CPU_FLAGS", "1") == "0" or has_accelerator():
+        wanted_cpu = ()
+    else:
+        wanted_cpu = CPU_FLAGS
     flags = os.environ.get("XLA_FLAGS", "").split()
     names = {f.split("=")[0] for f in flags}
-    wanted = list(CPU_FLAGS)
+    wanted = list(wanted_cpu)
     if host_device_count is not None:
         wanted.append(f"--xla_force_host_platform_device_count={host_device_count}")
     for flag in wanted:
         if flag.split("=")[0] not in names:
             flags.append(flag)
     os.environ["XLA_FLAGS"] = " ".join(flags)
+
+
+def has_accelerator() -> bool:
+    """True where an NVIDIA GPU or a TPU is attached (its device node exists)."""
+    return bool(os.path.exists("/dev/nvidia0") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))

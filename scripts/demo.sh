@@ -24,7 +24,11 @@ echo "== 4. Train transcriber + separator jointly from it (joint_pretrained:runl
 $PY launch/train.py --config=joint_pretrained:runlocal --workdir="$DEMO/workdirs/pts" \
     --config.data.data_dir="$DEMO/tfds" --config.init_from="$DEMO/workdirs/transcription"
 
-echo "== 5. Transcribe and separate a held-out test song with the trained model"
+echo "== 5. Evaluate it on the held-out test songs: every metric of the paper (and MT3's) to TensorBoard"
+$PY launch/eval.py --config=joint_pretrained:runlocal --workdir="$DEMO/workdirs/pts" \
+    --config.data.data_dir="$DEMO/tfds" --split=test --media_songs=2
+
+echo "== 6. Transcribe and separate a held-out test song with the trained model"
 song="$DEMO/slakh_synth/test/Track00029"
 # The song's instruments, as the user would name them (the demo trains no recognizer).
 names=$($PY -c "

@@ -225,3 +225,27 @@ def test_gt_roll_separation_step_trains_the_sum_separator_on_the_frame_roll():
     # The roll input is the batch's frame_roll: another roll gives another loss.
     other = dict(batch, frame_roll=1.0 - batch["frame_roll"])
     assert float(step(state, other)[1]["loss"]) != pytest.approx(float(metrics["loss"]), rel=1e-7)
+
+
+# ------------------------------------------------------------------------------ learn_synth / inference
+@pytest.mark.slow
+def test_learn_synth_trains_and_compares_with_the_untrained_model(tiny_tfds_dir, tmp_path, capsys):
+    from benchmarks import learn_synth
+
+    out = tmp_path / "learn.json"
+    assert learn_synth.main(["--data_dir", str(tiny_tfds_dir), "--steps", "2", "--global_batch", "8",
+                             "--split", "validation", "--workdir", str(tmp_path / "run"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "untrained" in printed and "note_f1/flat" in printed
+    numbers = json.loads(out.read_text())
+    assert numbers["songs"] == 2 and numbers["steps"] == 2
+    assert set(numbers["metrics"]["note_f1/flat"]) == {"untrained", "trained"}
+    assert (tmp_path / "run" / "trained" / "checkpoints" / "2").is_dir()
+
+
+def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups(capsys):
+    from benchmarks import inference
+
+    assert inference.main(["--seconds", "11", "--instruments", "1,3", "--size", "tiny", "--max_rows", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "max_rows 2" in printed and "RTF" in printed

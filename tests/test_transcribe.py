@@ -321,6 +321,9 @@ def test_bad_flag_values(fake_runs, tone, tmp_path, capsys):
     code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
                      "--instruments", "piano", "--batch_windows", "0")
     assert code == 2 and "--batch_windows" in err
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--batch_windows", "4", "--max_rows", "2")
+    assert code == 2 and "--max_rows" in err
 
 
 def test_corrupted_checkpoint(fake_runs, tone, tmp_path, capsys):

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--separate", action="store_true", help="also write one separated WAV per instrument")
     parser.add_argument("--batch_windows", type=int, default=2,
                         help="10-s windows per model call (memory grows with windows x instruments)")
+    parser.add_argument("--max_rows", type=int, default=16,
+                        help="at most this many window x instrument rows per model call: instruments beyond "
+                             "max_rows // batch_windows go in further calls (bounds memory with many "
+                             "instruments); 0: all instruments in one call")
     parser.add_argument("--onset_threshold", type=float, default=0.1)
     parser.add_argument("--frame_threshold", type=float, default=0.1)
     parser.add_argument("--min_note_frames", type=int, default=1,
@@ -78,6 +82,9 @@ def _validate(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be in [0, 1), got {value}")
     if args.batch_windows < 1:
         raise UsageError(f"--batch_windows must be >= 1, got {args.batch_windows}")
+    if args.max_rows < 0 or (args.max_rows and args.max_rows < args.batch_windows):
+        raise UsageError(f"--max_rows must be 0 (no limit) or at least --batch_windows ({args.batch_windows}), "
+                         f"got {args.max_rows}")
     if args.min_note_frames < 1:
         raise UsageError(f"--min_note_frames must be >= 1, got {args.min_note_frames}")
     if args.min_midi_duration < 0:
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         loading.check_recognizer_run(args.ir_checkpoint)
     model, _ = loading.load_transcriber_run(args.checkpoint, separate=args.separate)
     recognizer = loading.load_recognizer_run(args.ir_checkpoint) if class_ids is None else None
-    predictor = Predictor(model, recognizer=recognizer, batch_windows=args.batch_windows)
+    predictor = Predictor(model, recognizer=recognizer, batch_windows=args.batch_windows,
+                          max_rows=args.max_rows or None)
     bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
