@@ -34,6 +34,8 @@ benchmarks: install
 	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2
 	$(PY) benchmarks/forward.py --conditions 1,5
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/inference.py --max_rows 8
+	$(PY) benchmarks/learn_synth.py
 
 clean:
 	rm -rf demo .pytest_cache
