@@ -144,6 +144,37 @@ def test_joint_with_separation_writes_every_output_and_reruns(runs, songs, tmp_p
 
 
 @pytest.mark.slow
+def test_a_run_written_by_the_trainer_transcribes_and_separates(tiny_tfds_dir, tiny_slakh_dir, tmp_path, capsys):
+    """The hand-off from training to users: a joint run trained one step by the trainer (orbax
+    checkpoint with optimiser state, config.json) is read by jointist-transcribe."""
+    import configs.joint_scratch
+    from jointist_jax.train import trainer
+
+    config = configs.joint_scratch.get_config("runlocal")
+    config.data.data_dir = str(tiny_tfds_dir)
+    config.data.global_batch = 8
+    config.data.eval_batches = 0
+    config.total_steps = 1
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    song = sorted(tiny_slakh_dir.glob("test/*/mix.flac"))[0]
+    length = audio_io.load_audio(song).shape[0]
+    code, err = _run(capsys, "--checkpoint", tmp_path / "run", "--audio", song, "--instruments", "piano,bass,drums",
+                     "--separate", "--out", tmp_path / "out")
+    assert code == 0, err
+    (folder,) = (tmp_path / "out").iterdir()
+    midi = pretty_midi.PrettyMIDI(str(next(folder.glob("*.mid"))))
+    expected = [(instruments.CLASS_NAMES[c],) + instruments.output_program(c) for c in (0, 10, 38)]
+    assert [(i.name, i.program, i.is_drum) for i in midi.instruments] == expected
+    midi.write(str(tmp_path / "again.mid"))  # round trip through pretty_midi
+    again = pretty_midi.PrettyMIDI(str(tmp_path / "again.mid"))
+    assert [(i.name, i.program, i.is_drum, len(i.notes)) for i in again.instruments] == [
+        (i.name, i.program, i.is_drum, len(i.notes)) for i in midi.instruments]
+    for name in ("Piano", "Bass", "Drums"):
+        stem, rate = soundfile.read(folder / "stems" / f"{name}.wav")
+        assert rate == SR and stem.shape == (length,)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("aggregate", ["mean"])
 def test_auto_instruments_with_recognizer(runs, songs, tmp_path, capsys, aggregate):
     out = tmp_path / "out"

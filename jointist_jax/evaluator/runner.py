@@ -116,7 +116,7 @@ class EvalResult:
         ``predicted_instruments``, ``recognition`` (metric names: :mod:`jointist_jax.evaluation`).
       per_class: ``{setting}/{metric}`` -> {class name: value}, for bar charts.
       songs: one summary dict per song (instruments, per-class scores), for ``metrics.json``.
-      media: piano rolls and stems of the first ``media_songs`` songs.
+      media: piano rolls and stems of the first ``media_songs`` songs (none for an ir run).
     """
 
     step: int
@@ -236,9 +236,6 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
                 media.append(SongMedia(track_id=track.track_id, duration=len(track.mix) / SAMPLE_RATE,
                                        reference_notes=ref_notes, predicted_notes=notes, mix=track.mix,
                                        stems=stems))
-        if recognizer is not None and not settings and keep_media:
-            media.append(SongMedia(track_id=track.track_id, duration=len(track.mix) / SAMPLE_RATE,
-                                   reference_notes=ref_notes, predicted_notes={}, mix=track.mix, stems={}))
         songs.append(summary)
     if not songs:
         raise ValueError(f"split {options.split!r} of {str(data_dir)!r} has no songs to evaluate")
