@@ -26,13 +26,10 @@ def apply_cpu_flags(host_device_count: int | None = None) -> None:
     """Adds :data:`CPU_FLAGS` (and optionally a simulated host device count) to ``XLA_FLAGS``."""
     if "jax" in sys.modules:
         return
-    if os.environ.get("JOINTIST_CPU_FLAGS", "1") == "0" or has_accelerator():
-        wanted_cpu = ()
-    else:
-        wanted_cpu = CPU_FLAGS
+    switched_off = os.environ.get("JOINTIST_CPU_FLAGS", "1") == "0" or has_accelerator()
     flags = os.environ.get("XLA_FLAGS", "").split()
     names = {f.split("=")[0] for f in flags}
-    wanted = list(wanted_cpu)
+    wanted = [] if switched_off else list(CPU_FLAGS)
     if host_device_count is not None:
         wanted.append(f"--xla_force_host_platform_device_count={host_device_count}")
     for flag in wanted:

@@ -23,11 +23,11 @@ def reference_notes(track: Track) -> dict[int, Notes]:
     return notes_by_class(n.note_class, n.onset, n.offset, n.pitch, n.velocity)
 
 
-def reference_frame_rolls(track: Track, num_frames: int) -> dict[int, np.ndarray]:
-    """Class index -> (num_frames, 88) 0/1 frame roll of the track's notes, from frame 0."""
+def reference_frame_rolls(notes_by_class: Mapping[int, Notes], num_frames: int) -> dict[int, np.ndarray]:
+    """Class index -> (num_frames, 88) 0/1 frame roll of each class's notes, from frame 0."""
     seconds = (num_frames - 1) / targets.FPS
     rolls = {}
-    for cls, notes in reference_notes(track).items():
+    for cls, notes in notes_by_class.items():
         roll = targets.note_rolls(notes.onsets, notes.offsets, notes.pitches, start=0.0,
                                   seconds=seconds)["frame_roll"]
         rolls[cls] = roll[:num_frames]

@@ -190,6 +190,8 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
         summary: dict = {"track_id": track.track_id, "seconds": len(track.mix) / SAMPLE_RATE,
                          "instruments": _class_names(present)}
         ref_notes = references.reference_notes(track)
+        ref_rolls = (references.reference_frame_rolls(ref_notes, predictor.spec.num_frames(len(track.mix)))
+                     if transcribe else None)
         setting_classes = {GT: present}
         if recognizer is not None:
             window_probabilities = predictor.recognize(track.mix)
@@ -213,11 +215,10 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
             if transcribe:
                 notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
                                                        prediction.class_ids, decode)
-                frames = prediction.frame_output.shape[1]
                 est_rolls = {c: prediction.frame_output[k] for k, c in enumerate(prediction.class_ids)}
                 scores = song_transcription_scores(
-                    ref_notes, references.as_metric_notes(notes), references.reference_frame_rolls(track, frames),
-                    est_rolls, song=track.track_id, frame_threshold=options.frame_threshold)
+                    ref_notes, references.as_metric_notes(notes), ref_rolls, est_rolls, song=track.track_id,
+                    frame_threshold=options.frame_threshold)
                 transcription_scores[setting].append(scores)
                 song_entry["transcription"] = {instruments.CLASS_NAMES[c]: row for c, row in scores.per_class.items()}
                 song_entry["transcription_flat"] = scores.flat

@@ -183,13 +183,14 @@ class Predictor:
         frame = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
         stems = np.zeros((k, length), np.float32) if separate else None
         group_size = k if self.max_rows is None else max(1, min(k, self.max_rows // self.batch_windows))
-        groups = _condition_groups(class_ids, group_size)
+        groups = []  # (output rows, real instruments, conditions of the padded group)
+        for g, (group, real) in enumerate(_condition_groups(class_ids, group_size)):
+            one_hot = instruments.condition_one_hot(group)
+            groups.append((slice(g * group_size, g * group_size + real), real,
+                           jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))))
         for first, count, chunk in _batches(windows, self.batch_windows):
             chunk = jnp.asarray(chunk)
-            for g, (group, real) in enumerate(groups):
-                rows = slice(g * group_size, g * group_size + real)
-                one_hot = instruments.condition_one_hot(group)
-                conditions = jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))
+            for rows, real, conditions in groups:
                 outputs = jax.device_get(self._run(self._state, chunk, conditions, separate))
                 for j in range(count):
                     i = first + j
