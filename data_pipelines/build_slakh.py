@@ -27,22 +27,35 @@ dataset holds the splits of the build that made it: to add a split later, rebuil
 ``--overwrite`` and all the splits wanted.
 
 Shards: ``--num_shards`` per split (default 256), clamped to the number of windows of each
-split, so a full 1500-track train split gets 256 shards and a tiny test split fewer.
+split, so a full 1500-track train split gets 256 shards and a tiny test split fewer. Each split
+also gets a record index (``<split>.record_index.npz``, jointist_jax/data/records.py) so that
+readers open it without scanning the shards; re-running the build on a finished dataset that
+lacks one adds it.
+
+Buckets: ``--slakh_dir`` and ``--data_dir`` may be ``gs://`` paths. Track files are read from the
+bucket directly. TFDS writes its shards with TensorFlow's own file system, whose GCS client cannot
+be redirected to an emulator (jointist_jax/storage.py), so a dataset for a bucket is built in a
+local staging folder (``--staging_dir``, default the system's temporary folder; it needs room
+for the whole dataset) and then uploaded, ``dataset_info.json`` last: readers only open a dataset
+that has it, so an interrupted upload is never read, and a re-run starts the upload over.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import glob
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from typing import Sequence
 
 from data_pipelines.slakh2100 import slakh_tracks
+from jointist_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +132,9 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-def build(slakh_dir: str | os.PathLike, data_dir: str | os.PathLike,
-          splits: Sequence[str] | None = None, hop_seconds: float = 30.0, workers: int = 1,
-          num_shards: int | None = None, overwrite: bool = False, clip_seconds: float = 10.0,
-          sample_rate: int = 16000) -> BuildSummary:
+def build(slakh_dir, data_dir, splits: Sequence[str] | None = None, hop_seconds: float = 30.0,
+          workers: int = 1, num_shards: int | None = None, overwrite: bool = False,
+          clip_seconds: float = 10.0, sample_rate: int = 16000, staging_dir=None) -> BuildSummary:
     """Builds (or finds already built) the ``slakh2100`` dataset from a Slakh2100 directory.
 
     Args:
@@ -134,6 +146,7 @@ def build(slakh_dir: str | os.PathLike, data_dir: str | os.PathLike,
       num_shards: shards per split, clamped to its window count (default 256).
       overwrite: rebuild a dataset that is already built.
       clip_seconds, sample_rate: the other ``Slakh2100Config`` fields.
+      staging_dir: local folder for the staging copy of a dataset built for a bucket.
 
     Returns:
       the :class:`BuildSummary`; ``already_built`` is true (and nothing was written) if the
@@ -161,11 +174,18 @@ def build(slakh_dir: str | os.PathLike, data_dir: str | os.PathLike,
                              f"{', '.join(slakh_tracks.SPLITS)}")
     if num_shards is not None and num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    storage.require_bucket(slakh_dir, role="--slakh_dir")
     slakh_tracks.find_splits(slakh_dir)  # fail fast on a wrong directory
+    storage.make_dirs(data_dir, role="--data_dir")
     config = builder_lib.make_config(hop_seconds, clip_seconds, sample_rate)
+    if storage.is_remote(data_dir):
+        return _build_into_bucket(slakh_dir, data_dir, config, splits=splits, workers=workers,
+                                  num_shards=num_shards, overwrite=overwrite, staging_dir=staging_dir,
+                                  start=start)
     builder = builder_lib.Slakh2100(data_dir=data_dir, config=config, workers=workers,
                                     splits=splits)
     if builder.is_prepared() and not overwrite:
+        _write_record_indexes(builder.data_path)
         return _summary(builder, already_built=True, elapsed=time.perf_counter() - start)
 
     for stale in remove_incomplete_dirs(builder.data_path):
@@ -176,7 +196,48 @@ def build(slakh_dir: str | os.PathLike, data_dir: str | os.PathLike,
         manual_dir=slakh_dir, num_shards=num_shards, download_mode=mode,
         try_download_gcs=False)  # never look for a prebuilt copy on the network
     builder.download_and_prepare(download_config=download_config)
+    _write_record_indexes(builder.data_path)
     return _summary(builder, already_built=False, elapsed=time.perf_counter() - start)
+
+
+def _build_into_bucket(slakh_dir: str, data_dir: str, config, *, splits, workers, num_shards, overwrite,
+                       staging_dir, start: float) -> BuildSummary:
+    """Builds into a local staging folder, then uploads the dataset (module docstring)."""
+    import tensorflow_datasets as tfds
+    from data_pipelines.slakh2100 import slakh2100_dataset_builder as builder_lib
+
+    version = str(builder_lib.Slakh2100.VERSION)
+    target = storage.path(data_dir) / builder_lib.Slakh2100.name / config.name / version
+    if (target / "dataset_info.json").is_file() and not overwrite:
+        _write_record_indexes(target)
+        return _summary(tfds.builder_from_directory(target), already_built=True,
+                        elapsed=time.perf_counter() - start)
+    staging = tempfile.mkdtemp(prefix="jointist-build-", dir=None if staging_dir is None else os.fspath(staging_dir))
+    try:
+        builder = builder_lib.Slakh2100(data_dir=staging, config=config, workers=workers, splits=splits)
+        download_config = builder_lib.DownloadConfig(
+            manual_dir=slakh_dir, num_shards=num_shards, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
+            try_download_gcs=False)
+        builder.download_and_prepare(download_config=download_config)
+        _write_record_indexes(builder.data_path)
+        log.info("uploading %s to %s", os.fspath(builder.data_path), os.fspath(target))
+        storage.remove_tree(target)  # a dataset being replaced, or a partial upload
+        storage.upload_tree(builder.data_path, target, last=["dataset_info.json"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _summary(tfds.builder_from_directory(target), already_built=False,
+                    elapsed=time.perf_counter() - start)
+
+
+def _write_record_indexes(dataset_dir) -> None:
+    """Writes the record index of every split that lacks a current one."""
+    from jointist_jax.data import records
+
+    dataset = records.open_dataset(dataset_dir)
+    for split in dataset.builder.info.splits:
+        if records.load_index(dataset, split) is None:
+            records.save_index(dataset, split)
+            dataset = records.open_dataset(dataset_dir)  # the listing now includes the index file
 
 
 def remove_incomplete_dirs(dataset_dir: os.PathLike | str) -> list[str]:
@@ -193,15 +254,16 @@ def remove_incomplete_dirs(dataset_dir: os.PathLike | str) -> list[str]:
 def _summary(builder, already_built: bool, elapsed: float) -> BuildSummary:
     dataset_dir = os.fspath(builder.data_path)
     metadata = builder.info.metadata or {}
+    sizes = storage.file_sizes(dataset_dir)
     splits = {}
     for name, info in builder.info.splits.items():
         meta = metadata.get(name, {})
-        files = glob.glob(os.path.join(dataset_dir, f"*-{name}.tfrecord-*"))
+        shard_bytes = sum(size for file, size in sizes.items() if fnmatch.fnmatch(file, f"*-{name}.tfrecord-*"))
         splits[name] = SplitSummary(
             tracks_written=int(meta.get("tracks_written", 0)),
             windows=int(info.num_examples),
             num_shards=len(info.shard_lengths),
-            num_bytes=sum(os.path.getsize(f) for f in files),
+            num_bytes=shard_bytes,
             audio_seconds=float(meta.get("audio_seconds", 0.0)),
             skipped=[tuple(item) for item in meta.get("skipped", [])],
         )
@@ -225,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_shards", type=int, default=None,
                         help="shards per split, clamped to its window count (default 256)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild a built dataset")
+    parser.add_argument("--staging_dir", default=None,
+                        help="local folder for building a dataset whose --data_dir is gs:// before it is "
+                             "uploaded (default: the system's temporary folder; needs room for the dataset)")
     return parser
 
 
@@ -236,8 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = build(args.slakh_dir, args.data_dir, splits=splits,
                         hop_seconds=args.hop_seconds, workers=args.workers,
-                        num_shards=args.num_shards, overwrite=args.overwrite)
-    except (slakh_tracks.SlakhFormatError, ValueError) as e:
+                        num_shards=args.num_shards, overwrite=args.overwrite,
+                        staging_dir=args.staging_dir)
+    except (slakh_tracks.SlakhFormatError, ValueError, storage.StorageError) as e:
         print(f"jointist-build-slakh: error: {e}", file=sys.stderr)
         return 2
     print(summary.format())

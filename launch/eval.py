@@ -88,22 +88,23 @@ def evaluate_once(run_path: str, *, config, options, out_root: str, workdir: str
 
 
 def run(config) -> int:
+    from jointist_jax import run_dir
     from jointist_jax.evaluator import watch
     from jointist_jax.inference import loading
-    from jointist_jax.train import checkpoints
 
     workdir = _WORKDIR.value
+    run = run_dir.RunDir.at(workdir)
     run_config = loading.read_run_config(workdir, role="--workdir")
     if run_config.get("stage") != config.stage:
         raise ValueError(f"--config is a {config.stage!r} config but --workdir {workdir!r} is a "
                          f"{run_config.get('stage')!r} run")
     options = _options()
-    out_root = _OUT.value or os.path.join(workdir, "eval")
+    out_root = run.eval_root(_OUT.value)
     if _IR_CHECKPOINT.value is not None:
         loading.check_recognizer_run(_IR_CHECKPOINT.value)
 
     def checkpoint_path(step: int) -> str:
-        return os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step))
+        return str(run.step_dir(step))
 
     if _WATCH.value:
         if _CHECKPOINT.value is not None:
@@ -117,9 +118,11 @@ def run(config) -> int:
         print(f"{PROG}: watched {workdir}: evaluated steps {steps}", flush=True)
         return 0
     path = workdir if _CHECKPOINT.value is None else checkpoint_path(_CHECKPOINT.value)
-    if _CHECKPOINT.value is not None and not os.path.isdir(path):
-        saved = watch.saved_steps(workdir)
-        raise ValueError(f"--checkpoint {_CHECKPOINT.value}: {path!r} does not exist; saved steps: {saved}")
+    if _CHECKPOINT.value is not None:
+        try:
+            run.require_step(_CHECKPOINT.value)
+        except run_dir.RunNotFoundError as error:
+            raise ValueError(f"--checkpoint {_CHECKPOINT.value}: {error}") from error
     evaluate_once(path, config=config, options=options, out_root=out_root, workdir=workdir)
     return 0
 

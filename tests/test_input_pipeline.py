@@ -113,7 +113,7 @@ def test_index_fields_match_decoded_records(data_dir):
     assert (ds.hop_samples, ds.clip_samples, ds.sample_rate) == (int(HOP_S * SR), CLIP, SR)
     files = ds.split_files("train")
     assert len(files) == 3
-    index = records.build_index(files)
+    index = records.scan_index(files)
     with records.RecordReader(ds, index) as reader:
         for r in range(len(index)):
             rec = reader.read(r)
@@ -314,7 +314,7 @@ def test_bad_arguments_give_clear_errors(data_dir, tmp_path):
 
 def test_lazy_audio_crops_equal_full_decoding(data_dir):
     ds = records.open_dataset(data_dir)
-    index = records.build_index(ds.split_files("train"))
+    index = records.scan_index(ds.split_files("train"))
     rng = np.random.default_rng(0)
     with records.RecordReader(ds, index) as reader:
         for r in range(len(index)):

@@ -56,7 +56,7 @@ import soundfile
 import yaml
 
 from data_pipelines.slakh2100 import windows
-from jointist_jax import instruments
+from jointist_jax import instruments, storage
 
 SPLITS = ("train", "validation", "test")
 IGNORED_SPLITS = ("omitted",)  # slakh2100_flac_redux keeps its removed duplicates here
@@ -127,13 +127,13 @@ def find_splits(slakh_dir: str | os.PathLike) -> dict[str, list[str]]:
     Raises:
       SlakhFormatError: if ``slakh_dir`` has none of the split folders train/validation/test.
     """
+    root = storage.path(slakh_dir)
     slakh_dir = os.fspath(slakh_dir)
     found = {}
     for split in SPLITS:
-        split_dir = os.path.join(slakh_dir, split)
-        if os.path.isdir(split_dir):
-            found[split] = sorted(os.path.join(split_dir, name) for name in os.listdir(split_dir)
-                                  if os.path.isdir(os.path.join(split_dir, name)))
+        split_dir = root / split
+        if split_dir.is_dir():
+            found[split] = sorted(os.fspath(p) for p in split_dir.iterdir() if p.is_dir())
     if not found:
         raise SlakhFormatError(
             f"{slakh_dir}: no Slakh2100 split folder; expected at least one of "
@@ -150,8 +150,7 @@ def read_metadata(track_dir: str) -> list[StemInfo]:
     """
     path = os.path.join(track_dir, "metadata.yaml")
     try:
-        with open(path, "rb") as f:
-            meta = yaml.safe_load(f)
+        meta = yaml.safe_load(storage.path(path).read_bytes())
     except OSError as e:
         raise SlakhFormatError(f"{path}: cannot read the track metadata ({e})") from e
     except yaml.YAMLError as e:
@@ -190,7 +189,7 @@ def read_stem_notes(midi_path: str, stem: StemInfo, track_id: str) -> dict[str, 
       SlakhFormatError: if it holds more than one instrument.
     """
     try:
-        midi = pretty_midi.PrettyMIDI(midi_path)
+        midi = pretty_midi.PrettyMIDI(storage.source(midi_path))
     except Exception as e:  # pretty_midi/mido raise many types for corrupt files
         raise TrackSkipped(track_id, f"MIDI file {midi_path} is missing or unreadable "
                                      f"({type(e).__name__}: {e}) although midi_saved is true")
@@ -232,7 +231,7 @@ def read_audio(path: str, sample_rate: int, track_id: str, what: str) -> np.ndar
       TrackSkipped: if the file is missing or unreadable.
     """
     try:
-        data, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        data, file_rate = soundfile.read(storage.source(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or OSError
         raise TrackSkipped(track_id, f"{what} {path} is missing or unreadable "
                                      f"({type(e).__name__}: {e})")

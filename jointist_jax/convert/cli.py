@@ -15,6 +15,7 @@ import sys
 
 from jointist_jax.convert import convert
 from jointist_jax.convert.torch_checkpoint import ConversionError
+from jointist_jax.storage import StorageError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert.convert_checkpoint(args.ckpt, args.out, args.module, args.variant,
                                          overwrite=args.overwrite)
-    except ConversionError as e:
+    except (ConversionError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} (module {args.module}"

@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import jax
@@ -168,16 +167,19 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: str, varian
     return config, model
 
 
-def convert_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, module: str, variant: str | None = None,
-                       *, overwrite: bool = False) -> Path:
+def convert_checkpoint(ckpt, out, module: str, variant: str | None = None, *, overwrite: bool = False):
     """Converts a released Lightning checkpoint into a jointist-jax workdir at ``out``.
 
     Writes ``out/config.json`` and ``out/checkpoints/0`` (see ``checkpoints.save_model``). Nothing
-    half-written is left behind: the checkpoint is written to a temporary directory next to
-    ``out`` and renamed at the end. An existing ``out`` is an error unless ``overwrite``.
-    Returns ``out``.
+    half-written is left behind: a local ``out`` is written to a temporary directory next to it and
+    renamed at the end; a ``gs://`` one is deleted again if writing fails (and a step in a bucket
+    only counts once orbax has committed it). An existing ``out`` is an error unless ``overwrite``.
+    ``ckpt`` and ``out`` may be local or ``gs://``. Returns ``out``.
     """
-    ckpt, out = Path(ckpt), Path(out).absolute()
+    from jointist_jax import storage
+    from jointist_jax.train import checkpoints
+
+    out = storage.path(out)
     variant = check_module_and_variant(module, variant)
     if out.exists() and not overwrite:
         raise ConversionError(f"output directory {str(out)!r} already exists; choose a new one or overwrite it")
@@ -185,15 +187,21 @@ def convert_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, module: 
     config, model = convert_state_dict(state_dict, module, variant, source=str(ckpt))
     del state_dict
 
-    from jointist_jax.train import checkpoints
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
+    storage.make_dirs(out.parent, role="--out")
+    if storage.is_remote(out):
+        storage.remove_tree(out)
+        try:
+            checkpoints.save_model(out, config, model)
+        except BaseException:
+            storage.remove_tree(out)
+            raise
+        return out
+    tmp = tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=os.fspath(out.parent))
     try:
         checkpoints.save_model(tmp, config, model)
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            shutil.rmtree(os.fspath(out))
+        os.rename(tmp, os.fspath(out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -43,17 +42,24 @@ def _stub_class(qualified_name: str) -> type:
                                              "__module__": module or "stub"})
 
 
-def _torch_load(torch, path: Path):
+def _torch_load(torch, source):
     """``torch.load`` with ``weights_only=True``; non-tensor objects of other libraries (which the
-    weights-only unpickler refuses) are replaced by inert stubs, so no pickled code ever runs."""
+    weights-only unpickler refuses) are replaced by inert stubs, so no pickled code ever runs.
+    ``source``: a local file name or a seekable file object."""
+    def rewind():
+        if hasattr(source, "seek"):
+            source.seek(0)
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        rewind()
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(source)
         if not unsafe:
             raise
+        rewind()
         with torch.serialization.safe_globals([(_stub_class(name), name) for name in unsafe]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
 
 
 def to_numpy(tensor) -> np.ndarray:
@@ -72,12 +78,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     not part of the model). Raises :class:`ConversionError` naming the file when it is missing,
     truncated or not a Lightning checkpoint, or when a ``state_dict`` entry is not a tensor.
     """
-    path = Path(path)
+    from jointist_jax import storage
+
+    path = storage.path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint {str(path)!r} does not exist or is not a file")
     torch = _import_torch()
     try:
-        checkpoint = _torch_load(torch, path)
+        checkpoint = _torch_load(torch, storage.source(path))
     except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError/... for bad files
         raise ConversionError(f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                               f"{type(e).__name__}: {e}") from e

@@ -33,9 +33,12 @@ from typing import Iterator
 
 import numpy as np
 
-from jointist_jax import instruments
+from jointist_jax import instruments, storage
 from jointist_jax.data import records, sampler, targets
 
+# Examples built at once. Each reads one record (a few MB); from a bucket each read waits tens of
+# milliseconds for the first byte, so many reads must be in flight to keep up with local disk.
+LOCAL_WORKERS, REMOTE_WORKERS = 4, 16
 MAX_CROP_RESAMPLES = 10
 EVAL_OFFSET_SECONDS = 10.0
 _INFINITE = 1 << 62
@@ -285,7 +288,7 @@ class InputPipeline:
                  num_negative: int = 0, temperature: float = 0.5, transcribe_negatives: bool = False,
                  seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
                  clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
-                 stems: bool = True, prefetch: int = 2, num_workers: int = 4,
+                 stems: bool = True, prefetch: int = 2, num_workers: int | None = None,
                  eval_offset_seconds: float = EVAL_OFFSET_SECONDS,
                  process_index: int | None = None, process_count: int | None = None):
         if seed < 0 or start_step < 0:
@@ -303,10 +306,12 @@ class InputPipeline:
         self.local_batch = _local_batch(global_batch, process_count)
         self.mesh, self.data_axis = mesh, data_axis
         self.seed, self.start_step = seed, start_step
-        self.prefetch, self.num_workers = prefetch, max(1, num_workers)
         self.random_crop = random_crop
 
         self.dataset = records.open_dataset(data_dir)
+        if num_workers is None:
+            num_workers = REMOTE_WORKERS if storage.is_remote(self.dataset.path) else LOCAL_WORKERS
+        self.prefetch, self.num_workers = prefetch, max(1, num_workers)
         files = self.dataset.split_files(split)
         self.split = split
         clip = int(round(clip_seconds * self.dataset.sample_rate))
@@ -321,7 +326,7 @@ class InputPipeline:
         # Training: this host's files only. Evaluation: every host indexes all files so that all
         # hosts agree on the track list and on the number of batches.
         own = host_files(files, process_index, process_count) if random_crop else files
-        self.index = records.build_index(own)
+        self.index = records.split_index(self.dataset, split, own if random_crop else None)
         if len(self.index) == 0:
             raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no records for host {process_index}")
         self.table = crop_table(self.index, clip, resolve_hop(self.dataset, self.index))
@@ -456,13 +461,14 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
                         num_negative: int = 0, temperature: float = 0.5, transcribe_negatives: bool = False,
                         seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
                         clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
-                        stems: bool = True, prefetch: int = 2, num_workers: int = 4,
+                        stems: bool = True, prefetch: int = 2, num_workers: int | None = None,
                         eval_offset_seconds: float = EVAL_OFFSET_SECONDS, process_index: int | None = None,
                         process_count: int | None = None) -> InputPipeline:
     """Builds the input pipeline (module docstring); iterate it for dicts of global ``jax.Array``.
 
     Args:
-      data_dir: TFDS data dir holding ``slakh2100/clips/<version>`` (or the version dir itself).
+      data_dir: TFDS data dir holding ``slakh2100/clips/<version>`` (or the version dir itself),
+        local or ``gs://``.
       split: ``train``, ``validation`` or ``test``.
       global_batch: clips per step over all hosts; each host makes ``global_batch // process_count``.
       num_positive, num_negative: rows per clip (0 and 0: recognizer batches, waveform + labels).
@@ -471,7 +477,8 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
       mesh, data_axis: batches are sharded along ``data_axis`` (default mesh: all devices).
       clip_seconds: crop length. random_crop: False = evaluation mode (one fixed crop per track,
         finite, ``valid`` key). targets / stems: False skips rolls / sources.
-      prefetch: batches prefetched. num_workers: parallel example builders.
+      prefetch: batches prefetched. num_workers: parallel example builders (default
+        :data:`LOCAL_WORKERS`, or :data:`REMOTE_WORKERS` for a dataset in a bucket).
       eval_offset_seconds: evaluation crop start (DECISIONS 13).
       process_index, process_count: for tests (default: jax's); explicit values allow only
         :meth:`InputPipeline.local_batches`.

@@ -1,63 +1,76 @@
-"""Random access to the ``slakh2100/clips`` TFRecord shards.
+"""Random access to the ``slakh2100/clips`` TFRecord shards, on local disk or in a bucket.
 
 The pipeline needs, for every record, its file, byte offset and a few scalar fields
 (``track_id``, ``window_index``, ``window_start``, ``track_length``) to weight windows by their
-number of crop starts. Reading whole records for that would read all the audio once per start, so
-:func:`build_index` walks only the TFRecord framing (uint64 length, uint32 crc, data, uint32 crc)
-and, inside each serialized ``tf.train.Example``, only the small scalar features: the large audio
-features are skipped with seeks. :class:`RecordReader` then reads one record by ``os.pread``;
-``read`` decodes it fully with the dataset's own ``FeaturesDict``, ``read_lazy`` decodes the small
-fields and leaves the audio compressed until a crop of it is asked for (:class:`Record`).
+number of crop starts. That is the split's *record index*:
+
+* the dataset build writes it beside the shards (:func:`save_index`: ``<split>.record_index.npz``,
+  about 60 bytes per record), so opening a split reads one small file and lists the dataset
+  folder once, whatever the number of tracks or shards;
+* without that file (a dataset built before it existed, or shards changed since), :func:`scan_file`
+  walks only the TFRecord framing (uint64 length, uint32 crc, data, uint32 crc) and, inside each
+  serialized ``tf.train.Example``, only the small scalar features, skipping the audio.
+
+:class:`RecordReader` then reads one record with a ranged read of exactly its bytes
+(:class:`jointist_jax.storage.RangeReader`); ``read`` decodes it fully with the dataset's own
+``FeaturesDict``, ``read_lazy`` decodes the small fields and leaves the audio encoded until a crop of
+it is asked for (:class:`Record`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import io
+import logging
 import os
 import re
 import threading
 import zlib
-from pathlib import Path
 
 import numpy as np
 
+from jointist_jax import storage
+
+log = logging.getLogger(__name__)
+
 DATASET_NAME = "slakh2100"
+INDEX_SUFFIX = ".record_index.npz"
 CONFIG_NAME = "clips"
 INDEX_FIELDS = ("track_id", "window_index", "window_start", "track_length")
 # Used when neither the dataset metadata nor the config name gives the sample rate.
 DEFAULT_SAMPLE_RATE = 16000
 
 
-def dataset_dir(data_dir: str | os.PathLike) -> Path:
+def dataset_dir(data_dir) -> storage.Path:
     """The prepared ``data_dir/slakh2100/clips/<version>`` directory (highest version wins).
 
     Without a ``clips`` config, a single non-default packing (``clips_hop<h>_clip<c>_sr<rate>``)
     is used. ``data_dir`` may also be the version directory itself (it holds
-    ``dataset_info.json``).
+    ``dataset_info.json``). Local or ``gs://``.
     """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(root)!r} does not exist or is not a directory")
+    root = storage.require_exists(data_dir, role="data_dir", kind="dir")
     if (root / "dataset_info.json").is_file():
         return root
     dataset_root = root / DATASET_NAME
     config_dir = dataset_root / CONFIG_NAME
     if not config_dir.is_dir() and dataset_root.is_dir():
         # A non-default packing (``clips_hop..``) is used when it is the only one present.
-        others = sorted(p for p in dataset_root.glob(CONFIG_NAME + "*") if p.is_dir())
+        others = sorted(p for p in dataset_root.iterdir() if p.name.startswith(CONFIG_NAME) and p.is_dir())
         if len(others) > 1:
             raise FileNotFoundError(
-                f"{str(dataset_root)!r} holds several packings {[p.name for p in others]} but no "
+                f"{os.fspath(dataset_root)!r} holds several packings {[p.name for p in others]} but no "
                 f"{CONFIG_NAME!r}: pass the version directory of the one you want as data_dir")
         if others:
             config_dir = others[0]
-    versions = [p for p in config_dir.glob("*") if p.is_dir() and (p / "dataset_info.json").is_file()]
+    versions = ([p for p in config_dir.iterdir() if (p / "dataset_info.json").is_file()]
+                if config_dir.is_dir() else [])
     if not versions:
         raise FileNotFoundError(
-            f"no prepared {DATASET_NAME}/{CONFIG_NAME} dataset under {str(root)!r}: expected "
-            f"{str(config_dir)}/<version>/dataset_info.json (build it with data_pipelines.build_slakh)")
+            f"no prepared {DATASET_NAME}/{CONFIG_NAME} dataset under {os.fspath(root)!r}: expected "
+            f"{os.fspath(config_dir)}/<version>/dataset_info.json (build it with data_pipelines.build_slakh)")
 
-    def version_key(p: Path):
+    def version_key(p):
         parts = p.name.split(".")
         return tuple(int(x) if x.isdigit() else -1 for x in parts)
 
@@ -68,29 +81,40 @@ def dataset_dir(data_dir: str | os.PathLike) -> Path:
 class ClipDataset:
     """A prepared clips dataset opened without its builder code."""
 
-    path: Path
+    path: storage.Path
     builder: object
     sample_rate: int
     hop_samples: int | None  # None: not in the metadata (then derived from the records)
     clip_samples: int | None
+    _sizes: dict[str, int] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def features(self):
         """The dataset's ``tfds.features.FeaturesDict`` (the record schema)."""
         return self.builder.info.features
 
-    def split_files(self, split: str) -> list[Path]:
-        """The split's shard files, in order; a clear error for an unknown split."""
+    def split_files(self, split: str) -> list[storage.Path]:
+        """The split's shard files, in order; a clear error for an unknown split or missing shards."""
         splits = self.builder.info.splits
         if split not in splits:
-            raise ValueError(f"split {split!r} is not in dataset {str(self.path)!r}; available: "
+            raise ValueError(f"split {split!r} is not in dataset {os.fspath(self.path)!r}; available: "
                              f"{sorted(splits.keys())}")
-        info = splits[split]
-        files = [Path(str(p)) for p in info.filepaths]
-        missing = [str(p) for p in files if not p.is_file()]
+        files = [self.path / os.path.basename(os.fspath(p)) for p in splits[split].filepaths]
+        present = self.file_sizes()
+        missing = [f.name for f in files if f.name not in present]
         if missing:
-            raise FileNotFoundError(f"split {split!r} of {str(self.path)!r}: missing shard files {missing}")
+            raise FileNotFoundError(f"split {split!r} of {os.fspath(self.path)!r}: missing shard files {missing}")
         return files
+
+    def file_sizes(self) -> dict[str, int]:
+        """Sizes of the files in the dataset folder (one listing; cached)."""
+        if self._sizes is None:
+            self._sizes = storage.file_sizes(self.path)
+        return self._sizes
+
+    def index_file(self, split: str) -> storage.Path:
+        """Where the build leaves the record index of ``split``."""
+        return self.path / f"{split}{INDEX_SUFFIX}"
 
 
 def _metadata_number(metadata, key: str) -> float | None:
@@ -115,7 +139,7 @@ def _layout_from_config_name(name: str | None) -> dict[str, float]:
     return {"hop_seconds": hop, "clip_seconds": clip, "sample_rate": rate}
 
 
-def open_dataset(data_dir: str | os.PathLike) -> ClipDataset:
+def open_dataset(data_dir) -> ClipDataset:
     """Opens the prepared dataset and finds its window layout (hop, clip, sample rate).
 
     The layout comes from the dataset metadata (``hop_seconds``, ``clip_seconds``,
@@ -125,10 +149,10 @@ def open_dataset(data_dir: str | os.PathLike) -> ClipDataset:
     import tensorflow_datasets as tfds
 
     path = dataset_dir(data_dir)
-    builder = tfds.builder_from_directory(str(path))
+    builder = tfds.builder_from_directory(path)
     file_format = str(getattr(builder.info, "file_format", "tfrecord") or "tfrecord")
     if "tfrecord" not in file_format.lower():
-        raise ValueError(f"{str(path)!r}: file format {file_format!r} is not supported; expected tfrecord")
+        raise ValueError(f"{os.fspath(path)!r}: file format {file_format!r} is not supported; expected tfrecord")
     config = builder.builder_config
     layout = _layout_from_config_name(config.name if config is not None else None)
     for key in ("hop_seconds", "clip_seconds", "sample_rate"):
@@ -206,19 +230,24 @@ def _feature_value(buf: bytes):
 
 
 class _Cursor:
-    """Small buffered positional reads of one file descriptor."""
+    """Buffered positional reads of one file of a :class:`storage.RangeReader`.
 
-    CHUNK = 256
+    ``chunk`` is the smallest read: small for local files, large for bucket objects, where each
+    read is a request and the scalar fields of a record lie within a few hundred bytes of each
+    other (the audio in between is skipped).
+    """
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, reader: storage.RangeReader, file_index: int, chunk: int):
+        self.reader = reader
+        self.file_index = file_index
+        self.chunk = chunk
         self.base = -1
         self.buf = b""
 
     def read(self, pos: int, n: int) -> bytes:
         if not (self.base <= pos and pos + n <= self.base + len(self.buf)):
             self.base = pos
-            self.buf = os.pread(self.fd, max(n, self.CHUNK), pos)
+            self.buf = self.reader.read(self.file_index, pos, max(n, self.chunk))
         return self.buf[pos - self.base:pos - self.base + n]
 
     def varint(self, pos: int) -> tuple[int, int]:
@@ -261,11 +290,11 @@ def _scan_example(cur: _Cursor, start: int, length: int, wanted: frozenset) -> d
 class RecordIndex:
     """One row per record of a list of shard files."""
 
-    files: list[Path]
+    files: list[storage.Path]
     file_index: np.ndarray    # int32 (R,)
     offset: np.ndarray        # int64 (R,) byte offset of the serialized Example
     length: np.ndarray        # int64 (R,)
-    track_id: np.ndarray      # object (R,) str
+    track_id: np.ndarray      # str (R,)
     window_index: np.ndarray  # int64 (R,)
     window_start: np.ndarray  # int64 (R,) samples
     track_length: np.ndarray  # int64 (R,) samples
@@ -273,42 +302,59 @@ class RecordIndex:
     def __len__(self) -> int:
         return len(self.offset)
 
+    def of_files(self, wanted: list) -> "RecordIndex":
+        """The rows of the files in ``wanted`` (a subset of :attr:`files`), renumbered."""
+        names = [os.fspath(f) for f in self.files]
+        position = {os.fspath(f): i for i, f in enumerate(wanted)}
+        mapping = np.array([position.get(n, -1) for n in names], np.int32)
+        keep = mapping[self.file_index] >= 0
+        return RecordIndex(files=list(wanted), file_index=mapping[self.file_index][keep],
+                           **{k: getattr(self, k)[keep] for k in _COLUMNS if k != "file_index"})
 
-def scan_file(path: Path) -> tuple[list[tuple[int, int]], list[dict]]:
+
+_COLUMNS = ("file_index", "offset", "length", "track_id", "window_index", "window_start", "track_length")
+# Local reads are cheap: read little. A bucket read is a request: read enough to cover the framing
+# and the scalar features that follow each other in one go.
+_LOCAL_CHUNK, _REMOTE_CHUNK = 256, 64 * 1024
+
+
+def scan_file(reader: storage.RangeReader, file_index: int) -> tuple[list[tuple[int, int]], list[dict]]:
     """``[(offset, length)]`` of every record of one TFRecord file and its index fields."""
+    path = reader.files[file_index]
     wanted = frozenset(INDEX_FIELDS)
     spans, fields = [], []
-    size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        cur = _Cursor(fd)
-        pos = 0
-        while pos < size:
-            header = cur.read(pos, 12)
-            if len(header) < 12:
-                raise ValueError(f"{str(path)!r}: truncated TFRecord header at byte {pos}")
-            length = int(np.frombuffer(header[:8], "<u8")[0])
-            data = pos + 12
-            if data + length + 4 > size:
-                raise ValueError(f"{str(path)!r}: record at byte {pos} runs past the end of the file")
-            values = _scan_example(cur, data, length, wanted)
-            missing = wanted - values.keys()
-            if missing:
-                raise ValueError(f"{str(path)!r}: record at byte {pos} lacks features {sorted(missing)}")
-            spans.append((data, length))
-            fields.append(values)
-            pos = data + length + 4
-    finally:
-        os.close(fd)
+    size = reader.size(file_index)
+    cur = _Cursor(reader, file_index, _REMOTE_CHUNK if storage.is_remote(path) else _LOCAL_CHUNK)
+    pos = 0
+    while pos < size:
+        header = cur.read(pos, 12)
+        if len(header) < 12:
+            raise ValueError(f"{os.fspath(path)!r}: truncated TFRecord header at byte {pos}")
+        length = int(np.frombuffer(header[:8], "<u8")[0])
+        data = pos + 12
+        if data + length + 4 > size:
+            raise ValueError(f"{os.fspath(path)!r}: record at byte {pos} runs past the end of the file")
+        values = _scan_example(cur, data, length, wanted)
+        missing = wanted - values.keys()
+        if missing:
+            raise ValueError(f"{os.fspath(path)!r}: record at byte {pos} lacks features {sorted(missing)}")
+        spans.append((data, length))
+        fields.append(values)
+        pos = data + length + 4
     return spans, fields
 
 
-def build_index(files: list[Path]) -> RecordIndex:
-    """Indexes every record of ``files`` (in file order, then record order)."""
+def scan_index(files: list, *, threads: int = 16) -> RecordIndex:
+    """Indexes every record of ``files`` by walking their framing (in file order, then record
+    order); bucket files are scanned ``threads`` at a time."""
+    files = [storage.path(f) for f in files]
+    with storage.RangeReader(files) as reader:
+        workers = threads if any(storage.is_remote(f) for f in files) else 1
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            scans = list(pool.map(lambda i: scan_file(reader, i), range(len(files))))
     file_index, offsets, lengths = [], [], []
     cols = {k: [] for k in INDEX_FIELDS}
-    for i, path in enumerate(files):
-        spans, fields = scan_file(Path(path))
+    for i, (spans, fields) in enumerate(scans):
         for (off, n), values in zip(spans, fields):
             file_index.append(i)
             offsets.append(off)
@@ -317,15 +363,58 @@ def build_index(files: list[Path]) -> RecordIndex:
             for key in INDEX_FIELDS[1:]:
                 cols[key].append(int(values[key][0]))
     return RecordIndex(
-        files=[Path(f) for f in files],
+        files=files,
         file_index=np.asarray(file_index, dtype=np.int32),
         offset=np.asarray(offsets, dtype=np.int64),
         length=np.asarray(lengths, dtype=np.int64),
-        track_id=np.asarray(cols["track_id"], dtype=object),
+        track_id=np.asarray(cols["track_id"], dtype=str),
         window_index=np.asarray(cols["window_index"], dtype=np.int64),
         window_start=np.asarray(cols["window_start"], dtype=np.int64),
         track_length=np.asarray(cols["track_length"], dtype=np.int64),
     )
+
+
+def save_index(dataset: ClipDataset, split: str) -> storage.Path:
+    """Scans ``split`` and writes its record index beside the shards (the build calls this).
+
+    The file also records each shard's name and size, so a reader can tell that it still
+    describes the shards that are there."""
+    files = dataset.split_files(split)
+    index = scan_index(files)
+    sizes = dataset.file_sizes()
+    buffer = io.BytesIO()
+    np.savez(buffer, file_names=np.asarray([f.name for f in files]),
+             file_sizes=np.asarray([sizes[f.name] for f in files], np.int64),
+             **{k: getattr(index, k) for k in _COLUMNS})
+    target = dataset.index_file(split)
+    target.write_bytes(buffer.getvalue())
+    return target
+
+
+def load_index(dataset: ClipDataset, split: str) -> RecordIndex | None:
+    """The saved record index of ``split``, or None if there is none or it no longer matches the
+    shards (other names or sizes)."""
+    path = dataset.index_file(split)
+    if path.name not in dataset.file_sizes():
+        return None
+    files = dataset.split_files(split)
+    sizes = dataset.file_sizes()
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
+        if (saved["file_names"].tolist() != [f.name for f in files]
+                or saved["file_sizes"].tolist() != [sizes[f.name] for f in files]):
+            log.warning("%s does not describe the shards of split %r any more; scanning them instead",
+                        os.fspath(path), split)
+            return None
+        return RecordIndex(files=files, **{k: saved[k] for k in _COLUMNS})
+
+
+def split_index(dataset: ClipDataset, split: str, files: list | None = None) -> RecordIndex:
+    """The record index of ``split`` (restricted to ``files``, a subset of its shards, if given):
+    the saved one when it matches the shards, else a scan of the shards needed."""
+    saved = load_index(dataset, split)
+    if saved is None:
+        return scan_index(files if files is not None else dataset.split_files(split))
+    return saved if files is None else saved.of_files(files)
 
 
 AUDIO_FIELDS = ("mix", "stems")
@@ -405,29 +494,44 @@ class RecordReader:
 
         self.dataset = dataset
         self.index = index
-        self._fds = [os.open(p, os.O_RDONLY) for p in index.files]
+        self._files = storage.RangeReader(index.files)
         self._lock = threading.Lock()
         self._parser = example_parser.ExampleParserNp(dataset.features.get_serialized_info())
         self.records_read = 0
 
-    def read_bytes(self, record: int) -> bytes:
-        """The serialized Example of record ``record``."""
-        fd = self._fds[self.index.file_index[record]]
-        n = int(self.index.length[record])
-        data = os.pread(fd, n, int(self.index.offset[record]))
-        if len(data) != n:
-            raise IOError(f"{str(self.index.files[self.index.file_index[record]])!r}: short read of record {record}")
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the shard files so far."""
+        return self._files.bytes_read
+
+    def _check(self, record: int, data: bytes) -> bytes:
+        if len(data) != int(self.index.length[record]):
+            path = self.index.files[self.index.file_index[record]]
+            raise IOError(f"{os.fspath(path)!r}: short read of record {record}")
         with self._lock:
             self.records_read += 1
         return data
+
+    def read_bytes(self, record: int) -> bytes:
+        """The serialized Example of record ``record``."""
+        data = self._files.read(int(self.index.file_index[record]), int(self.index.offset[record]),
+                                int(self.index.length[record]))
+        return self._check(record, data)
+
+    def read_many_bytes(self, records) -> list[bytes]:
+        """:meth:`read_bytes` of several records, fetched concurrently from a bucket."""
+        spans = [(int(self.index.file_index[r]), int(self.index.offset[r]), int(self.index.length[r]))
+                 for r in records]
+        return [self._check(r, data) for r, data in zip(records, self._files.read_many(spans))]
 
     def read(self, record: int) -> dict:
         """Record ``record`` fully decoded to numpy by the dataset's ``FeaturesDict``."""
         return self.dataset.features.deserialize_example_np(self.read_bytes(record))
 
-    def read_lazy(self, record: int) -> Record:
-        """Record ``record`` with its audio left compressed until a crop is asked for."""
-        parsed = self._parser.parse_example(self.read_bytes(record))
+    def read_lazy(self, record: int, data: bytes | None = None) -> Record:
+        """Record ``record`` (its bytes ``data`` if already read) with its audio left encoded until
+        a crop is asked for."""
+        parsed = self._parser.parse_example(self.read_bytes(record) if data is None else data)
         features = self.dataset.features
         fields, audio = {}, {}
         for name, value in parsed.items():
@@ -447,9 +551,7 @@ class RecordReader:
 
     def close(self) -> None:
         """Closes the shard files."""
-        fds, self._fds = self._fds, []
-        for fd in fds:
-            os.close(fd)
+        self._files.close()
 
     def __enter__(self):
         return self

@@ -58,26 +58,32 @@ def _to_track(windows: list[dict], sample_rate: int) -> Track:
                  classes=np.asarray(whole["track_classes"], np.int32))
 
 
-def iterate_tracks(data_dir: str | os.PathLike, split: str) -> Iterator[Track]:
+def iterate_tracks(data_dir, split: str) -> Iterator[Track]:
     """Yields every track of ``split`` in dataset order, one at a time (one track in memory).
 
-    Raises ``ValueError`` if a track's windows are not stored consecutively and in order.
+    A track's windows are read together (concurrently from a bucket). Raises ``ValueError`` if a
+    track's windows are not stored consecutively and in order.
     """
     dataset = records.open_dataset(data_dir)
-    index = records.build_index(dataset.split_files(split))
+    index = records.split_index(dataset, split)
     seen: set[str] = set()
     with records.RecordReader(dataset, index) as reader:
-        pending: list[dict] = []
-        for r in range(len(index)):
-            track_id = index.track_id[r]
-            if pending and track_id != index.track_id[r - 1]:
-                yield _to_track(pending, dataset.sample_rate)
-                pending = []
-            if not pending:
-                if track_id in seen:
-                    raise ValueError(f"split {split!r} of {str(dataset.path)!r}: the windows of track "
-                                     f"{track_id!r} are not stored consecutively")
-                seen.add(track_id)
-            pending.append(reader.read(r))
-        if pending:
-            yield _to_track(pending, dataset.sample_rate)
+        for rows in _track_runs(index.track_id):
+            track_id = index.track_id[rows[0]]
+            if track_id in seen:
+                raise ValueError(f"split {split!r} of {os.fspath(dataset.path)!r}: the windows of track "
+                                 f"{track_id!r} are not stored consecutively")
+            seen.add(track_id)
+            windows = [dataset.features.deserialize_example_np(data) for data in reader.read_many_bytes(rows)]
+            yield _to_track(windows, dataset.sample_rate)
+
+
+def _track_runs(track_ids: np.ndarray) -> list[list[int]]:
+    """Row numbers of each run of equal consecutive track ids."""
+    runs: list[list[int]] = []
+    for r, track_id in enumerate(track_ids):
+        if runs and track_ids[runs[-1][0]] == track_id:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs

@@ -8,8 +8,9 @@ TensorBoard (``WORKDIR/tensorboard/eval_<split>``, beside the training run's own
 * images ``songs/{track}/pianoroll``: reference (grey) and predicted (red) notes per instrument;
 * audio ``songs/{track}/mix`` and ``songs/{track}/{Class}``: the separated stems.
 
-Folder ``OUT/<split>/<step>/`` (written into a temporary folder and renamed into place, so an
-interrupted evaluation leaves nothing half-written): ``metrics.json``, ``charts/*.png``,
+Folder ``OUT/<split>/<step>/`` (written into a local temporary folder, then renamed into place
+or, for a bucket, uploaded with ``metrics.json`` last, so an interrupted evaluation leaves nothing
+that counts as done; :class:`jointist_jax.storage.StagedFolder`): ``metrics.json``, ``charts/*.png``,
 ``songs/<track>/pianoroll.png``, ``songs/<track>/mix.wav`` and ``songs/<track>/stems/<Class>.wav``
 (plus ``<Class>.reference.wav`` where the dataset has the stem).
 """
@@ -19,19 +20,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from jointist_jax import run_dir, storage
 from jointist_jax.evaluator import charts
 from jointist_jax.evaluator.runner import EvalOptions, EvalResult
 from jointist_jax.inference import audio_io
 from jointist_jax.inference.outputs import stem_filename
 from jointist_jax.inference.windows import SAMPLE_RATE
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = run_dir.METRICS_FILE
 _CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "ap")
 
 
@@ -52,11 +51,6 @@ def _pianoroll(result: EvalResult, media) -> bytes:
                                            title=f"{media.track_id}, step {result.step}")
 
 
-def output_dir(out_root: str | os.PathLike, split: str, step: int) -> Path:
-    """Where :func:`write_files` puts one evaluation."""
-    return Path(out_root) / split / str(step)
-
-
 def metrics_document(result: EvalResult, *, run_path: str, data_dir: str, options: EvalOptions) -> dict:
     """The content of ``metrics.json``."""
     return {"step": result.step, "stage": result.stage, "split": result.split, "run": str(run_path),
@@ -64,15 +58,12 @@ def metrics_document(result: EvalResult, *, run_path: str, data_dir: str, option
             "per_class": result.per_class, "songs": result.songs}
 
 
-def write_files(out_root: str | os.PathLike, result: EvalResult, *, run_path: str, data_dir: str,
-                options: EvalOptions) -> Path:
-    """Writes the evaluation folder atomically; replaces an earlier evaluation of the same step."""
-    target = output_dir(out_root, result.split, result.step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
-    try:
-        (temp / METRICS_FILE).write_text(json.dumps(
-            metrics_document(result, run_path=run_path, data_dir=data_dir, options=options), indent=1))
+def write_files(out_root, result: EvalResult, *, run_path: str, data_dir: str, options: EvalOptions):
+    """Writes the evaluation folder (all or nothing); replaces an earlier evaluation of the same step.
+    ``out_root`` may be local or ``gs://``. Returns the folder."""
+    target = run_dir.evaluation_dir(out_root, result.split, result.step)
+    with storage.StagedFolder(target, marker=METRICS_FILE) as staged:
+        temp = staged.local
         (temp / "charts").mkdir()
         for name in charted_metrics(result):
             (temp / "charts" / (name.replace("/", "__") + ".png")).write_bytes(_chart(result, name))
@@ -89,29 +80,27 @@ def write_files(out_root: str | os.PathLike, result: EvalResult, *, run_path: st
                 if reference is not None:
                     name = stem_filename(cls).replace(".wav", ".reference.wav")
                     audio_io.write_wav(song / "stems" / name, reference)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        (temp / METRICS_FILE).write_text(json.dumps(
+            metrics_document(result, run_path=run_path, data_dir=data_dir, options=options), indent=1))
     return target
 
 
-def tensorboard_dir(workdir: str | os.PathLike, split: str) -> Path:
+def tensorboard_dir(workdir, split: str) -> storage.Path:
     """The TensorBoard run of evaluations on ``split``."""
-    return Path(workdir) / "tensorboard" / f"eval_{split}"
+    return run_dir.RunDir.at(workdir).tensorboard(f"eval_{split}")
 
 
 def _audio(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(samples, np.float32), -1.0, 1.0)[None, :, None]
 
 
-def write_tensorboard(logdir: str | os.PathLike, result: EvalResult) -> None:
-    """Scalars, bar charts, piano rolls and stems of ``result`` at its step."""
+def write_tensorboard(logdir, result: EvalResult) -> None:
+    """Scalars, bar charts, piano rolls and stems of ``result`` at its step (``logdir`` local or
+    ``gs://``: TensorFlow writes a local copy that is uploaded when done)."""
     import tensorflow as tf
 
-    writer = tf.summary.create_file_writer(str(logdir))
+    folder = storage.MirroredFolder(logdir)
+    writer = tf.summary.create_file_writer(os.fspath(folder.local))
     with writer.as_default(step=result.step):
         for name, value in sorted(result.scalars.items()):
             tf.summary.scalar(name, float(value))
@@ -130,6 +119,7 @@ def write_tensorboard(logdir: str | os.PathLike, result: EvalResult) -> None:
                                      SAMPLE_RATE)
     writer.flush()
     writer.close()
+    folder.close()
 
 
 def format_summary(result: EvalResult, *, headline_only: bool = False) -> str:

@@ -23,7 +23,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from jointist_jax import instruments
+from jointist_jax import instruments, run_dir
 from jointist_jax.data import tracks as tracks_lib
 from jointist_jax.evaluation import (aggregate_separation, aggregate_transcription, recognition_scores,
                                      song_separation_scores, song_transcription_scores)
@@ -32,7 +32,6 @@ from jointist_jax.inference import loading, postprocess
 from jointist_jax.inference.predictor import Predictor
 from jointist_jax.inference.windows import SAMPLE_RATE
 from jointist_jax.models.jointist import select_instruments
-from jointist_jax.train import checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ def load_models(run_path: str | os.PathLike, ir_path: str | os.PathLike | None):
     """``(model or None, recognizer or None, run config, step)`` of a run (and an optional ir run)."""
     config = loading.read_run_config(run_path, role="--workdir")
     model, config = loading.load_run(run_path, role="--workdir", config=config)
-    _, _, step = checkpoints.locate(run_path)
+    _, step = run_dir.locate(run_path)
     recognizer = None
     if config.stage == "ir":
         if ir_path is not None:

@@ -9,33 +9,25 @@ it is read (the trainer keeps only the last few) is skipped with a warning.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Callable
 
-import orbax.checkpoint as ocp
-
-from jointist_jax.evaluator.reporting import METRICS_FILE, output_dir
-from jointist_jax.train import checkpoints
+from jointist_jax import run_dir
 
 logger = logging.getLogger(__name__)
 
 
-def saved_steps(workdir: str | os.PathLike) -> list[int]:
+def saved_steps(workdir) -> list[int]:
     """Finalised checkpoint steps of a workdir, ascending (empty if it has none yet)."""
-    directory = Path(workdir) / checkpoints.CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    return sorted(ocp.utils.checkpoint_steps(directory))
+    return run_dir.RunDir.at(workdir).saved_steps()
 
 
-def pending_steps(workdir: str | os.PathLike, out_root: str | os.PathLike, split: str) -> list[int]:
+def pending_steps(workdir, out_root, split: str) -> list[int]:
     """Saved steps without a ``metrics.json`` yet, ascending."""
-    return [s for s in saved_steps(workdir) if not (output_dir(out_root, split, s) / METRICS_FILE).is_file()]
+    return [s for s in saved_steps(workdir) if not run_dir.is_evaluated(out_root, split, s)]
 
 
-def follow(workdir: str | os.PathLike, out_root: str | os.PathLike, split: str,
+def follow(workdir, out_root, split: str,
            evaluate_step: Callable[[int], None], *, final_step: int | None, poll_seconds: float = 60.0,
            idle_timeout: float = 3600.0, sleep: Callable[[float], None] = time.sleep,
            clock: Callable[[], float] = time.monotonic) -> list[int]:
@@ -58,7 +50,7 @@ def follow(workdir: str | os.PathLike, out_root: str | os.PathLike, split: str,
                 continue
             evaluated.append(step)
             last_news = clock()
-        done = [s for s in saved_steps(workdir) if (output_dir(out_root, split, s) / METRICS_FILE).is_file()]
+        done = [s for s in saved_steps(workdir) if run_dir.is_evaluated(out_root, split, s)]
         if final_step is not None and any(s >= final_step for s in done):
             return evaluated
         if clock() - last_news >= idle_timeout:

@@ -2,17 +2,18 @@
 
 Decoding uses libsndfile through ``soundfile`` (1.1+ reads MP3 and Ogg/Vorbis without ffmpeg);
 channels are averaged to mono and the signal is resampled to 16 kHz with soxr (``librosa``).
+Songs may be local or in a bucket (``gs://``; read through :mod:`jointist_jax.storage`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import librosa
 import numpy as np
 import soundfile
 
+from jointist_jax import storage
 from jointist_jax.inference.windows import SAMPLE_RATE
 
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -24,10 +25,14 @@ class AudioError(ValueError):
     """A song that cannot be used: missing, unreadable, unsupported, empty or silent."""
 
 
-def check_extension(path: Path) -> None:
+def _suffix(path) -> str:
+    return os.path.splitext(path.name)[1]
+
+
+def check_extension(path) -> None:
     """Raises AudioError unless ``path`` has a supported audio extension."""
-    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-        raise AudioError(f"{str(path)!r}: unsupported audio format {path.suffix or '(no extension)'!r}; "
+    if _suffix(path).lower() not in SUPPORTED_EXTENSIONS:
+        raise AudioError(f"{str(path)!r}: unsupported audio format {_suffix(path) or '(no extension)'!r}; "
                          f"expected one of {', '.join(SUPPORTED_EXTENSIONS)}")
 
 
@@ -37,12 +42,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     Raises:
       AudioError: missing file, unsupported extension, undecodable content, no samples, or silence.
     """
-    path = Path(path)
+    path = storage.path(path)
     if not path.is_file():
         raise AudioError(f"{str(path)!r}: no such audio file")
     check_extension(path)
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(storage.source(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, EOFError) as error:
         raise AudioError(f"{str(path)!r}: cannot decode audio ({error})") from error
     if data.shape[0] == 0:
@@ -59,34 +64,39 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     return mono
 
 
-def find_audio_files(path: str | os.PathLike) -> list[Path]:
+def find_audio_files(path) -> list[storage.Path]:
     """The song files named by ``path``: the file itself, or every supported file under a folder (sorted)."""
-    path = Path(path)
+    given = path
+    path = storage.path(path)
     if path.is_file():
         check_extension(path)
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        files = sorted((p for p in path.rglob("*") if _suffix(p).lower() in SUPPORTED_EXTENSIONS and p.is_file()),
+                       key=os.fspath)
         if not files:
             raise AudioError(f"{str(path)!r}: no audio files ({', '.join(SUPPORTED_EXTENSIONS)}) in this folder")
         return files
-    raise AudioError(f"{str(path)!r}: no such file or folder")
+    bucket = storage.bucket_of(path)
+    if bucket is not None and not storage.bucket_exists(bucket):
+        raise AudioError(f"{str(given)!r}: bucket gs://{bucket} does not exist")
+    raise AudioError(f"{str(given)!r}: no such file or folder")
 
 
-def song_names(files: list[Path], root: str | os.PathLike) -> list[str]:
+def song_names(files: list, root) -> list[str]:
     """Unique output names: the path relative to ``root`` without extension, '/' -> '__'.
 
     Files that would collide (``a.wav`` and ``a.flac``) keep their extension in the name.
     """
-    root = Path(root)
-    base = root if root.is_dir() else root.parent
-    stems = ["__".join(f.relative_to(base).with_suffix("").parts) for f in files]
+    root = storage.path(root)
+    base = os.fspath(root if root.is_dir() else root.parent)
+    stems = ["__".join(os.path.splitext(os.path.relpath(os.fspath(f), base))[0].split("/")) for f in files]
     names = []
     for f, stem in zip(files, stems):
-        names.append(f"{stem}_{f.suffix.lower().lstrip('.')}" if stems.count(stem) > 1 else stem)
+        names.append(f"{stem}_{_suffix(f).lower().lstrip('.')}" if stems.count(stem) > 1 else stem)
     return names
 
 
-def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+def write_wav(path, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Writes a mono float32 WAV (32-bit float: no clipping of the separator's output)."""
     soundfile.write(str(path), np.asarray(waveform, np.float32), sample_rate, subtype="FLOAT")

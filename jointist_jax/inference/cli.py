@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from jointist_jax import instruments
+from jointist_jax import instruments, storage
 
 PROG = "jointist-transcribe"
 
@@ -118,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(model, recognizer=recognizer, batch_windows=args.batch_windows,
                           max_rows=args.max_rows or None)
     bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = storage.make_dirs(args.out, role="--out")
 
     failures = 0
     songs = tqdm(list(zip(files, names)), desc="songs", unit="song", disable=args.quiet)
@@ -176,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run(args)
-    except (UsageError, audio_io.AudioError, loading.CheckpointError) as error:
+    except (UsageError, audio_io.AudioError, loading.CheckpointError, storage.StorageError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from jointist_jax import run_dir
 from jointist_jax.train import checkpoints
 
 
@@ -17,8 +18,8 @@ TRANSCRIBING_STAGES = ("transcription", "joint")
 def read_run_config(path: str | os.PathLike, *, role: str):
     """The ``config.json`` of the run at ``path``; ``role`` names the flag in error messages."""
     try:
-        workdir, _, _ = checkpoints.locate(path)
-        return checkpoints.read_config(workdir)
+        run, _ = run_dir.locate(path)
+        return run.read_config()
     except FileNotFoundError as error:
         raise CheckpointError(f"{role} {str(path)!r}: {error}") from error
     except ValueError as error:  # config.json that is not valid JSON
@@ -52,8 +53,8 @@ def shape_differences(path: str | os.PathLike, config, limit: int = 5) -> list[s
 
     from jointist_jax.train import model_factory
 
-    _, ckpt_dir, step = checkpoints.locate(path)
-    metadata = ocp.StandardCheckpointer().metadata(ckpt_dir / str(step) / "default")
+    run, step = run_dir.locate(path)
+    metadata = ocp.StandardCheckpointer().metadata(run.step_dir(step) / "default")
     metadata = getattr(metadata, "item_metadata", metadata)
     saved = {_key(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(metadata)
              if _key(p).split(".")[0] in ("params", "batch_stats")}

@@ -2,28 +2,23 @@
 
 ``OUT/<song>/`` holds ``<song>.mid``, ``<song>.notes.json``, ``<song>.pianoroll.png``,
 ``<song>.posteriorgrams.npz`` and, with separation, ``stems/<Class_Name>.wav``. Everything is
-written into a hidden temporary folder inside OUT first and renamed into place at the end, so a
+written into a hidden temporary folder first and renamed into place at the end (for an OUT in a
+bucket: uploaded with ``<song>.notes.json`` last; :class:`jointist_jax.storage.StagedFolder`), so a
 failure leaves no half-written song and a re-run replaces the previous results.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from jointist_jax import instruments
+from jointist_jax import instruments, storage
 from jointist_jax.inference import audio_io, midi_io, pianoroll_png
 from jointist_jax.inference.postprocess import FRAMES_PER_SECOND, Note
 from jointist_jax.inference.predictor import SongPrediction
 from jointist_jax.inference.windows import SAMPLE_RATE
-
-_TEMP_PREFIX = ".partial-"
 
 
 def full_posteriorgrams(prediction: SongPrediction) -> tuple[np.ndarray, np.ndarray]:
@@ -60,25 +55,24 @@ def notes_document(song: str, source: str, duration: float, notes_by_class: Mapp
     return document
 
 
-def write_song(out_dir: str | os.PathLike, song: str, *, source: str, num_samples: int,
+def write_song(out_dir, song: str, *, source: str, num_samples: int,
                prediction: SongPrediction, notes_by_class: Mapping[int, list[Note]],
                midi_notes_by_class: Mapping[int, list[Note]] | None = None,
-               min_midi_duration: float = midi_io.DEFAULT_MIN_DURATION, extra: Mapping | None = None) -> Path:
+               min_midi_duration: float = midi_io.DEFAULT_MIN_DURATION, extra: Mapping | None = None):
     """Writes every output of one song into ``out_dir/song`` (replacing it); returns that folder.
 
     ``midi_notes_by_class`` defaults to ``notes_by_class`` (the MIDI may differ, e.g. bass restored).
+    ``out_dir`` may be local or ``gs://``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / song
-    temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX + song.replace(os.sep, "_") + "-", dir=out_dir))
-    try:
+    final = storage.path(out_dir) / song
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"{str(final)!r} exists and is not a folder; remove it or choose another --out")
+    with storage.StagedFolder(final, marker=f"{song}.notes.json") as staged:
+        temp = staged.local
         duration = num_samples / SAMPLE_RATE
         midi = midi_io.notes_to_midi(notes_by_class if midi_notes_by_class is None else midi_notes_by_class,
                                      min_duration=min_midi_duration)
         midi.write(str(temp / f"{song}.mid"))
-        document = notes_document(song, source, duration, notes_by_class, extra)
-        (temp / f"{song}.notes.json").write_text(json.dumps(document, indent=1))
         onset, frame = full_posteriorgrams(prediction)
         np.savez_compressed(temp / f"{song}.posteriorgrams.npz", frame_output=frame, reg_onset_output=onset,
                             transcribed_classes=np.asarray(prediction.class_ids, np.int32),
@@ -90,21 +84,6 @@ def write_song(out_dir: str | os.PathLike, song: str, *, source: str, num_sample
             (temp / "stems").mkdir()
             for class_id, stem in zip(prediction.class_ids, prediction.waveform):
                 audio_io.write_wav(temp / "stems" / stem_filename(class_id), stem)
-        _replace_dir(temp, final)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        document = notes_document(song, source, duration, notes_by_class, extra)
+        (temp / f"{song}.notes.json").write_text(json.dumps(document, indent=1))
     return final
-
-
-def _replace_dir(source: Path, target: Path) -> None:
-    """Moves ``source`` to ``target``, replacing an existing ``target`` folder from a previous run."""
-    if target.exists():
-        if not target.is_dir():
-            raise FileExistsError(f"{str(target)!r} exists and is not a folder; remove it or choose another --out")
-        trash = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX + "old-", dir=target.parent))
-        os.replace(target, trash / target.name)
-        os.replace(source, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(source, target)

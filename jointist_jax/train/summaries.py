@@ -1,25 +1,31 @@
-"""TensorBoard scalars (process 0 only) and the console progress line."""
+"""TensorBoard scalars (process 0 only) and the console progress line.
+
+TensorFlow's summary writer writes to local disk; for a run in a bucket the event files are
+written to a local folder and copied up at every flush (:class:`jointist_jax.storage.MirroredFolder`).
+"""
 
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from typing import Mapping
 
 import jax
 
+from jointist_jax import storage
+
 
 class SummaryWriter:
     """Scalars to ``WORKDIR/tensorboard/<name>``; a no-op on processes other than 0."""
 
-    def __init__(self, logdir: str | os.PathLike):
+    def __init__(self, logdir):
         self._writer = None
         if jax.process_index() == 0:
             import tensorflow as tf
 
             self._tf = tf
-            self._writer = tf.summary.create_file_writer(str(logdir))
+            self._folder = storage.MirroredFolder(logdir)
+            self._writer = tf.summary.create_file_writer(str(self._folder.local))
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
         if self._writer is None:
@@ -27,11 +33,19 @@ class SummaryWriter:
         with self._writer.as_default(step=step):
             for name, value in values.items():
                 self._tf.summary.scalar(prefix + name, float(value))
-        self._writer.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Writes pending events where TensorBoard reads them."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._folder.sync()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._folder.close()
+            self._writer = None
 
 
 class Throughput:

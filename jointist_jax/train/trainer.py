@@ -8,7 +8,13 @@ Where a run starts, in this order:
 
 Resume is exact: the batch at step n and the step's dropout key depend only on (seed, n), so a
 run killed at any point and restarted reaches the same parameters as an uninterrupted run.
-On SIGTERM (preemption) the loop finishes the step, saves, waits for the save and returns.
+On SIGTERM (preemption) the loop finishes the step, saves, waits for the save and returns. With
+several processes, JAX's preemption service (started by ``jax.distributed.initialize``) passes
+the notice to every process and picks the step at which all of them save
+(:meth:`orbax.checkpoint.CheckpointManager.reached_preemption`); no process waits for the others at
+the steps in between.
+
+``workdir`` and ``config.data.data_dir`` may be local or ``gs://`` (:mod:`jointist_jax.storage`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from jointist_jax import run_dir, storage
 from jointist_jax.data import pipeline
 from jointist_jax.train import checkpoints, distributed, model_factory, summaries
 from jointist_jax.train.optimizer import make_optimizer
@@ -38,24 +44,31 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class PreemptionSignal:
-    """Remembers a SIGTERM so the loop can save and stop at the end of the current step."""
+    """Says when the loop must save and stop after a preemption notice (SIGTERM).
 
-    def __init__(self):
+    One process: a SIGTERM handler sets a flag, read after every step. Several processes: JAX's
+    preemption service (``jax.distributed``) catches the SIGTERM of any process and agrees on a
+    step, after which :meth:`reached` is true on every process at that same step; between notices
+    it costs no cross-process communication.
+    """
+
+    def __init__(self, mngr):
         self.received = False
+        self._mngr = mngr
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        self._distributed = jax.process_count() > 1
+        if not self._distributed and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         log.warning("SIGTERM received: saving a checkpoint and stopping after this step")
         self.received = True
 
-    def any_process(self) -> bool:
-        """True if any process received the signal (all processes must stop at the same step)."""
-        if jax.process_count() == 1:
-            return self.received
-        flags = multihost_utils.process_allgather(np.array(self.received))
-        return bool(np.any(flags))
+    def reached(self, step: int) -> bool:
+        """True if the run must save at ``step`` and stop (the same step on every process)."""
+        if self._distributed:
+            return bool(self._mngr.reached_preemption(step))
+        return self.received
 
     def restore(self) -> None:
         if self._previous is not None:
@@ -124,10 +137,10 @@ class Run:
 
 def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
-    workdir, _, _ = checkpoints.locate(init_from)
+    source_run, _ = run_dir.locate(init_from)
     try:
-        source_config = checkpoints.read_config(workdir)
-    except FileNotFoundError:
+        source_config = source_run.read_config()
+    except run_dir.RunNotFoundError:
         source_config = ml_collections.ConfigDict(run.config.to_dict())
         if run.config.stage == "joint":
             source_config.stage = "transcription"
@@ -162,7 +175,7 @@ def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
-def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, data_dir: str) -> dict[str, float]:
+def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, data_dir) -> dict[str, float]:
     """Mean validation losses over the fixed validation windows (weighted by real clips)."""
     options = _data_options(config)
     totals: dict[str, float] = {}
@@ -205,13 +218,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if config.get("require_init_from", False) and not config.init_from:
         raise ValueError(f"this config trains from a pretrained transcriber: set --config.init_from "
                          f"(a transcription workdir or checkpoint)")
-    workdir_path = Path(workdir).expanduser().absolute()
-    data_dir = str(Path(config.data.data_dir).expanduser())
+    workdir_run = run_dir.RunDir(storage.make_dirs(workdir, role="--workdir"))
+    data_dir = storage.require_exists(config.data.data_dir, role="config.data.data_dir", kind="dir")
     mesh = distributed.data_mesh()
     run = Run(config, mesh)
-    checkpoints.write_config(workdir_path, config)
-    mngr = checkpoints.manager(workdir_path, keep=config.keep_checkpoints)
-    writer = summaries.SummaryWriter(workdir_path / "tensorboard")
+    if jax.process_index() == 0:
+        workdir_run.write_config(config)
+    mngr = checkpoints.manager(workdir_run, keep=config.keep_checkpoints)
+    writer = summaries.SummaryWriter(workdir_run.tensorboard())
 
     state = run.init_state()
     latest = mngr.latest_step()
@@ -224,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     first_step = int(jax.device_get(state.step))
 
     total = config.total_steps
-    preemption = PreemptionSignal()
+    preemption = PreemptionSignal(mngr)
     throughput = summaries.Throughput(first_step, total, config.data.global_batch)
     log.info("training stage %s on %d devices (%d processes), steps %d -> %d", config.stage,
              mesh.size, jax.process_count(), first_step, total)
@@ -240,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             state, metrics = run.train_step(state, next(batches))
             step += 1
             is_last = step == total
-            stopping = preemption.any_process()
+            stopping = preemption.reached(step)
             save_now = step % config.checkpoint_every == 0 or is_last or stopping
             if step % config.log_every == 0 or save_now or step == first_step + 1:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
