@@ -2,12 +2,17 @@
 
     python benchmarks/input_pipeline.py --data_dir DATA           # a built slakh2100 dataset
     python benchmarks/input_pipeline.py --slakh_dir SLAKH         # builds one into a temp dir first
+    python benchmarks/input_pipeline.py --data_dir DATA --gcs_emulator   # and from a bucket too
 
 With ``--slakh_dir`` it first measures the build: seconds of audio packed per second, bytes per
 hour of audio, and both scaled to the 145 hours of Slakh2100. Then it measures, after a warm-up,
 the pipeline of ``jointist_jax.data.pipeline`` producing global batches (rolls, sources and all) for
   * the joint transcription+separation stage: 2 clips x 3 positive rows;
   * the transcription stage: 2 clips x (2 positive + 2 negative) rows.
+With ``--gcs_emulator`` the dataset is also uploaded to a GCS emulator on 127.0.0.1
+(fake-gcs-server, from the ``dev`` extra) and every measurement is repeated on ``gs://``, beside
+local disk, together with the cost of opening a split: seconds and bytes read, with the record
+index the build saves and by scanning the shards without it.
 One function per measurement; each returns a dict of numbers, printed by ``main``.
 """
 
@@ -27,8 +32,36 @@ import jax  # noqa: E402  (after the XLA flags)
 from jointist_jax.data import pipeline  # noqa: E402
 
 
+def measure_open(data_dir: str, split: str) -> dict[str, float]:
+    """Opening ``split``: seconds and bytes, with the saved record index and by scanning the shards."""
+    from jointist_jax.data import records
+
+    start = time.perf_counter()
+    dataset = records.open_dataset(data_dir)
+    index = records.split_index(dataset, split)
+    with_index = time.perf_counter() - start
+    index_bytes = dataset.file_sizes()[dataset.index_file(split).name]
+    metadata_bytes = sum(size for name, size in dataset.file_sizes().items() if name.endswith(".json"))
+    start = time.perf_counter()
+    files = dataset.split_files(split)
+    from jointist_jax import storage
+
+    with storage.RangeReader(files) as reader:
+        scanned = time.perf_counter()
+        for i in range(len(files)):
+            records.scan_file(reader, i)
+        scan_seconds = time.perf_counter() - start
+        scan_bytes, scan_requests = reader.bytes_read, reader.requests
+    del scanned
+    shard_bytes = sum(dataset.file_sizes()[f.name] for f in files)
+    return {"records": len(index), "tracks": len(set(index.track_id.tolist())), "shards": len(files),
+            "open_seconds": with_index, "open_bytes": index_bytes + metadata_bytes, "index_bytes": index_bytes,
+            "scan_seconds": scan_seconds, "scan_bytes": scan_bytes, "scan_requests": scan_requests,
+            "shard_bytes": shard_bytes}
+
+
 def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int, num_negative: int,
-                     steps: int, warmup: int, workers: int, clip_seconds: float = 10.0,
+                     steps: int, warmup: int, workers: int | None, clip_seconds: float = 10.0,
                      seed: int = 0) -> dict[str, float]:
     """Batches per second of one stage's shapes, after ``warmup`` batches; clips/s and rows/s."""
     rows = clips * max(num_positive + num_negative, 1)
@@ -46,14 +79,15 @@ def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int
             "ms_per_batch": 1000 * elapsed / steps}
 
 
-def measure_joint_stage(data_dir: str, split: str, steps: int, warmup: int, workers: int) -> dict[str, float]:
+def measure_joint_stage(data_dir: str, split: str, steps: int, warmup: int,
+                        workers: int | None) -> dict[str, float]:
     """Joint T+S stage: 2 clips x 3 positives (REFERENCE §3.4)."""
     return measure_pipeline(data_dir, split, clips=2, num_positive=3, num_negative=0, steps=steps,
                             warmup=warmup, workers=workers)
 
 
 def measure_transcription_stage(data_dir: str, split: str, steps: int, warmup: int,
-                                workers: int) -> dict[str, float]:
+                                workers: int | None) -> dict[str, float]:
     """Transcription stage: 2 clips x (2 positives + 2 negatives)."""
     return measure_pipeline(data_dir, split, clips=2, num_positive=2, num_negative=2, steps=steps,
                             warmup=warmup, workers=workers)
@@ -83,6 +117,28 @@ def measure_build(slakh_dir: str, split: str, workers: int) -> tuple[str, dict[s
     }
 
 
+def records_dataset_dir(data_dir: str):
+    from jointist_jax.data import records
+
+    return records.dataset_dir(data_dir)
+
+
+def print_data_path(data_dir: str, split: str, args) -> None:
+    """The open cost and both stages' throughput on one copy of the dataset."""
+    o = measure_open(data_dir, split)
+    print(f"open {split}: {o['records']} records of {o['tracks']} tracks in {o['shards']} shards "
+          f"({o['shard_bytes'] / 1e6:.1f} MB)")
+    print(f"  with the saved record index: {o['open_seconds']:.3f} s, {o['open_bytes'] / 1e3:.1f} kB read "
+          f"(index {o['index_bytes'] / o['records']:.0f} bytes per record)")
+    print(f"  scanning the shards instead: {o['scan_seconds']:.3f} s, {o['scan_bytes'] / 1e6:.2f} MB in "
+          f"{o['scan_requests']} reads")
+    for name, fn in (("joint (2 clips x 3 pos)", measure_joint_stage),
+                     ("transcription (2 x (2+2))", measure_transcription_stage)):
+        r = fn(data_dir, split, args.steps, args.warmup, args.workers)
+        print(f"  {name:<28} {r['clips_per_s']:8.1f} clips/s {r['rows_per_s']:8.1f} rows/s "
+              f"{r['ms_per_batch']:8.1f} ms/batch")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prints the throughput of both stages' batch shapes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -91,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=4, help="parallel example builders")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel example builders (default: the pipeline's, 4 local / 16 bucket)")
+    parser.add_argument("--gcs_emulator", action="store_true",
+                        help="also measure from a GCS emulator on 127.0.0.1 (needs the dev extra)")
     args = parser.parse_args(argv)
     if not args.data_dir and not args.slakh_dir:
         parser.error("pass --data_dir (built with `python -m data_pipelines.build_slakh`) or --slakh_dir; "
@@ -99,19 +158,32 @@ def main(argv: list[str] | None = None) -> int:
                      "--seconds 40 --splits train=4` then `--slakh_dir /tmp/synth`")
     data_dir = args.data_dir
     if data_dir is None:
-        data_dir, b = measure_build(args.slakh_dir, args.split, args.workers)
+        data_dir, b = measure_build(args.slakh_dir, args.split, args.workers or 1)
         print(f"build: {b['audio_seconds']:.0f} s of audio in {b['build_seconds']:.1f} s = "
-              f"{b['audio_seconds_per_second']:.1f} audio-s/s with {args.workers} workers; "
+              f"{b['audio_seconds_per_second']:.1f} audio-s/s; "
               f"{b['bytes_per_audio_hour'] / 1e6:.1f} MB per audio hour")
         print(f"scaled to Slakh2100 ({SLAKH2100_HOURS:.0f} h): {b['slakh2100_gigabytes']:.1f} GB, "
               f"{b['slakh2100_build_hours']:.2f} h to build at this rate")
-    print(f"input pipeline on {data_dir} ({args.split}), {jax.device_count()} {jax.default_backend()} "
-          f"device(s), {args.workers} workers, {args.steps} batches after {args.warmup} warm-up")
-    for name, fn in (("joint (2 clips x 3 pos)", measure_joint_stage),
-                     ("transcription (2 x (2+2))", measure_transcription_stage)):
-        r = fn(data_dir, args.split, args.steps, args.warmup, args.workers)
-        print(f"{name:<28} {r['clips_per_s']:8.1f} clips/s {r['rows_per_s']:8.1f} rows/s "
-              f"{r['ms_per_batch']:8.1f} ms/batch")
+    from data_pipelines import build_slakh
+
+    build_slakh.write_record_indexes(records_dataset_dir(data_dir))  # a dataset built before the index existed
+    print(f"input pipeline ({args.split}), {jax.device_count()} {jax.default_backend()} device(s), "
+          f"{args.steps} batches after {args.warmup} warm-up")
+    print(f"local disk: {data_dir}")
+    print_data_path(data_dir, args.split, args)
+    if args.gcs_emulator:
+        import os
+
+        from jointist_jax import gcs_emulator, storage
+        from jointist_jax.data import records
+
+        version_dir = records.dataset_dir(data_dir)
+        with gcs_emulator.running():
+            bucket = f"gs://{gcs_emulator.new_bucket('jointist-bench')}"
+            remote = f"{bucket}/tfds"
+            storage.upload_tree(version_dir, f"{remote}/{os.path.relpath(os.fspath(version_dir), data_dir)}")
+            print(f"GCS emulator on 127.0.0.1 (fake-gcs-server): {remote}")
+            print_data_path(remote, args.split, args)
     return 0
 
 

@@ -185,7 +185,7 @@ def build(slakh_dir, data_dir, splits: Sequence[str] | None = None, hop_seconds:
     builder = builder_lib.Slakh2100(data_dir=data_dir, config=config, workers=workers,
                                     splits=splits)
     if builder.is_prepared() and not overwrite:
-        _write_record_indexes(builder.data_path)
+        write_record_indexes(builder.data_path)
         return _summary(builder, already_built=True, elapsed=time.perf_counter() - start)
 
     for stale in remove_incomplete_dirs(builder.data_path):
@@ -196,7 +196,7 @@ def build(slakh_dir, data_dir, splits: Sequence[str] | None = None, hop_seconds:
         manual_dir=slakh_dir, num_shards=num_shards, download_mode=mode,
         try_download_gcs=False)  # never look for a prebuilt copy on the network
     builder.download_and_prepare(download_config=download_config)
-    _write_record_indexes(builder.data_path)
+    write_record_indexes(builder.data_path)
     return _summary(builder, already_built=False, elapsed=time.perf_counter() - start)
 
 
@@ -209,7 +209,7 @@ def _build_into_bucket(slakh_dir: str, data_dir: str, config, *, splits, workers
     version = str(builder_lib.Slakh2100.VERSION)
     target = storage.path(data_dir) / builder_lib.Slakh2100.name / config.name / version
     if (target / "dataset_info.json").is_file() and not overwrite:
-        _write_record_indexes(target)
+        write_record_indexes(target)
         return _summary(tfds.builder_from_directory(target), already_built=True,
                         elapsed=time.perf_counter() - start)
     staging = tempfile.mkdtemp(prefix="jointist-build-", dir=None if staging_dir is None else os.fspath(staging_dir))
@@ -219,7 +219,7 @@ def _build_into_bucket(slakh_dir: str, data_dir: str, config, *, splits, workers
             manual_dir=slakh_dir, num_shards=num_shards, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
             try_download_gcs=False)
         builder.download_and_prepare(download_config=download_config)
-        _write_record_indexes(builder.data_path)
+        write_record_indexes(builder.data_path)
         log.info("uploading %s to %s", os.fspath(builder.data_path), os.fspath(target))
         storage.remove_tree(target)  # a dataset being replaced, or a partial upload
         storage.upload_tree(builder.data_path, target, last=["dataset_info.json"])
@@ -229,7 +229,7 @@ def _build_into_bucket(slakh_dir: str, data_dir: str, config, *, splits, workers
                     elapsed=time.perf_counter() - start)
 
 
-def _write_record_indexes(dataset_dir) -> None:
+def write_record_indexes(dataset_dir) -> None:
     """Writes the record index of every split that lacks a current one."""
     from jointist_jax.data import records
 

@@ -50,7 +50,11 @@ def main(argv):
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    state = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        state = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (FileNotFoundError, ValueError) as error:  # bad paths (storage.StorageError too) or config
+        print(f"train.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
     # Every process prints the same number when the replicated parameters agree.
     print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
           f"{trainer.parameter_checksum(state):.10e}", flush=True)

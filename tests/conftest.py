@@ -40,3 +40,13 @@ def tiny_tfds_dir(tiny_slakh_dir, tmp_path_factory):
     build_slakh.build(tiny_slakh_dir, data_dir, hop_seconds=TINY_HOP_SECONDS,
                       clip_seconds=TINY_CLIP_SECONDS, workers=1)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS emulator on 127.0.0.1 for this test process (jointist_jax/gcs_emulator.py), stopped at
+    the end. Returns the helper module: ``gcs.new_bucket()`` makes an empty bucket."""
+    from jointist_jax import gcs_emulator
+
+    with gcs_emulator.running():
+        yield gcs_emulator

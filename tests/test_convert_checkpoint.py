@@ -19,7 +19,7 @@ from flax import nnx
 
 torch = pytest.importorskip("torch", reason="the converter's tests need the 'convert' extra (torch)")
 
-from jointist_jax import audio  # noqa: E402
+from jointist_jax import audio, run_dir  # noqa: E402
 from jointist_jax.convert import ConversionError, assign, cli, convert, layers, mapping  # noqa: E402
 from jointist_jax.convert.torch_checkpoint import load_state_dict  # noqa: E402
 from jointist_jax.models import gru as gru_lib  # noqa: E402
@@ -191,7 +191,7 @@ def test_cli_writes_an_orbax_workdir_that_load_model_reads(narrow, tmp_path, cap
 @pytest.mark.slow
 def test_joint_checkpoint_round_trips_through_orbax(joint, tmp_path):
     out = convert.convert_checkpoint(joint["path"], tmp_path / "joint", "joint")
-    config = checkpoints.read_config(out)
+    config = run_dir.RunDir.at(out).read_config()
     assert config.stage == "joint" and config.model.separator.mode == "sum"
     _, params, stats, _ = nnx.split(joint["model"], nnx.Param, nnx.BatchStat, ...)
     tx, _ = make_optimizer(config.optimizer)  # save_model stores a fresh optimiser state too

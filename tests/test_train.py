@@ -7,12 +7,7 @@ device count, SIGTERM handling, the non-finite-loss guard and a two-process run.
 from __future__ import annotations
 
 import importlib
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -20,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jointist_jax.train import checkpoints, trainer
+from launch_helpers import config_flags, free_port, run_train, wait_for_line
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = str(ROOT / "launch" / "train.py")
+from jointist_jax import run_dir
+from jointist_jax.train import trainer
 
 
 def tiny_config(name: str, data_dir, **overrides):
@@ -65,22 +60,6 @@ def flat_params(state) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
-def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, **popen) -> subprocess.Popen:
-    """Starts launch/train.py as another process with ``devices`` simulated CPU devices."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen([sys.executable, TRAIN, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def config_flags(name: str, data_dir, workdir, **overrides) -> list[str]:
-    """Command-line flags of a subprocess run: tiny data, 8 clips per step, no validation."""
-    flags = [f"--config={name}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-             "--config.data.global_batch=8", "--config.data.eval_batches=0", "--config.log_every=1"]
-    flags += [f"--config.{k}={v}" for k, v in overrides.items()]
-    return flags
-
-
 @pytest.fixture(scope="module")
 def transcription_run(tiny_tfds_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("transcription")
@@ -102,7 +81,7 @@ def test_stage_trains_checkpoints_and_logs(name, tiny_tfds_dir, tmp_path):
     assert len(logged["valid/loss"]) == 2  # validation at the first and the last step
     module_loss = {"ir": "ir_loss", "separation": "separation_loss", "joint_scratch": "separation_loss"}[name]
     assert f"train/{module_loss}" in logged and f"valid/{module_loss}" in logged
-    assert checkpoints.read_config(tmp_path).stage == tiny_config(name, tiny_tfds_dir).stage
+    assert run_dir.RunDir.at(tmp_path).read_config().stage == tiny_config(name, tiny_tfds_dir).stage
 
 
 @pytest.mark.slow
@@ -161,18 +140,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_tfds_dir, tmp_
     assert saved_steps(tmp_path) == [1]
 
 
-def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines[-40:])}")
-
-
 def _checkpoint_params(workdir: Path, step: int) -> list[np.ndarray]:
     """Parameters of one saved step, restored without a target (host numpy arrays)."""
     import orbax.checkpoint as ocp
@@ -186,7 +153,7 @@ def _checkpoint_params(workdir: Path, step: int) -> list[np.ndarray]:
 def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted_run, tiny_tfds_dir, tmp_path):
     overrides = dict(total_steps=4, checkpoint_every=1)
     proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
-    _wait_for_line(proc, "step 3/4", timeout=400)
+    wait_for_line(proc, "step 3/4", timeout=400)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     restarted = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
@@ -201,7 +168,7 @@ def test_sigkill_then_restart_matches_uninterrupted_run(uninterrupted_run, tiny_
 def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir, tmp_path):
     overrides = dict(total_steps=50, checkpoint_every=100)
     proc = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, **overrides))
-    lines = _wait_for_line(proc, "step 1/50", timeout=400)
+    lines = wait_for_line(proc, "step 1/50", timeout=400)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, "".join(lines) + out
@@ -212,18 +179,12 @@ def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir
                                         total_steps=steps[0] + 1, checkpoint_every=100), devices=1)
     out, _ = one_device.communicate(timeout=400)
     assert one_device.returncode == 0, out
-    assert f"resumed from" in out and f"final step {steps[0] + 1}" in out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    assert "resumed from" in out and f"final step {steps[0] + 1}" in out
 
 
 @pytest.mark.slow
 def test_two_processes_train_and_agree(tiny_tfds_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     procs = []
     for pid in range(2):
         flags = config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, total_steps=2)
@@ -238,3 +199,27 @@ def test_two_processes_train_and_agree(tiny_tfds_dir, tmp_path):
                  for out in outputs]
     assert len(checksums[0]) == 1 and checksums[0] == checksums[1], outputs
     assert saved_steps(tmp_path) == [2]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_makes_both_save_the_same_step(tiny_tfds_dir, tmp_path):
+    """JAX's preemption service carries one process's SIGTERM to the other; both stop at the same
+    step, save it together and exit 0 (no per-step all-gather of a flag)."""
+    port = free_port()
+    procs = []
+    for pid in range(2):
+        flags = config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, total_steps=200,
+                             checkpoint_every=1000)
+        flags = [f if not f.startswith("--config.data.global_batch") else "--config.data.global_batch=4"
+                 for f in flags]
+        flags += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"]
+        procs.append(run_train(flags, devices=2))
+    wait_for_line(procs[0], "step 2/200", timeout=400)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+    final = [[line for line in out.splitlines() if "final step" in line] for out in outputs]
+    steps = [int(lines[0].split("final step")[1].split()[0]) for lines in final]
+    assert steps[0] == steps[1] < 200, outputs
+    assert saved_steps(tmp_path) == [steps[0]]

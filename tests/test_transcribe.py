@@ -13,7 +13,7 @@ import pretty_midi
 import pytest
 import soundfile
 
-from jointist_jax import instruments
+from jointist_jax import instruments, run_dir
 from jointist_jax.inference import audio_io, cli, midi_io, outputs
 from jointist_jax.inference.postprocess import Note
 from jointist_jax.inference.predictor import SongPrediction
@@ -56,7 +56,7 @@ def fake_runs(tmp_path_factory):
     paths = {}
     for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
                          ("ir", configs.ir)):
-        checkpoints.write_config(root / name, module.get_config("runlocal"))
+        run_dir.RunDir.at(root / name).write_config(module.get_config("runlocal"))
         (root / name / "checkpoints" / "0").mkdir(parents=True)
         paths[name] = root / name
     return paths
