@@ -32,19 +32,23 @@ DRUMS_INDEX = instruments.class_index("Drums")
 def or_rolls(rolls: Mapping[int, np.ndarray], threshold: float, where: str) -> np.ndarray | None:
     """Boolean (T, P) OR of ``roll > threshold`` over the non-drum classes of ``rolls``, truncated to
     the shortest roll; None if there is no non-drum class."""
-    active = []
+    kept = []
     for cls, roll in sorted(rolls.items()):
         roll = np.asarray(roll)
         if roll.ndim != 2:
             raise ValueError(f"{where}[{cls}]: expected a (frames, pitches) roll, got shape {roll.shape}")
         if cls != DRUMS_INDEX:
-            active.append(roll > threshold)
-    if not active:
+            kept.append(roll)
+    if not kept:
         return None
-    if len({a.shape[1] for a in active}) != 1:
-        raise ValueError(f"{where}: rolls have different pitch counts {sorted({a.shape[1] for a in active})}")
-    length = min(len(a) for a in active)
-    return np.logical_or.reduce([a[:length] for a in active])
+    if len({r.shape[1] for r in kept}) != 1:
+        raise ValueError(f"{where}: rolls have different pitch counts {sorted({r.shape[1] for r in kept})}")
+    length = min(len(r) for r in kept)
+    # In place, one roll at a time: a whole song has ~30k frames and up to 39 classes.
+    out = kept[0][:length] > threshold
+    for roll in kept[1:]:
+        out |= roll[:length] > threshold
+    return out
 
 
 def decode_roll(onset_roll: np.ndarray, frame_roll: np.ndarray) -> Notes:
