@@ -7,6 +7,10 @@ Batch 2 tracks x 3 positive instruments = 6 rows; loss L_T + L_MSS (1:1); one Ad
 at lr 1e-4 over both modules; the separation loss back-propagates into the transcriber; the
 separator reads the frame posteriorgram (`straight_through=True` binarises it at 0.1).
 
+Length: the reference's joint config trains 500 epochs at batch 2, and an epoch is one crop of
+each of the 1500 training tracks, 750 steps: 500 x 750 = 375,000 steps. Validation every 5 epochs
+as in the reference (3,750 steps).
+
 Local smoke run: python launch/train.py --config=joint_scratch:runlocal --workdir=demo/workdirs/ts
 """
 
@@ -22,6 +26,8 @@ def get_config(arg: str | None = None):
     config.data.num_negative = 0
     config.optimizer.lr = 1e-4
     config.straight_through = False
+    config.total_steps = defaults.steps_for_epochs(500, config.data.global_batch)  # 375,000
+    config.eval_every = defaults.steps_for_epochs(5, config.data.global_batch)  # 3,750
     config.model.transcriber = defaults.transcriber_config(args.variant)
     config.model.separator = defaults.separator_config("sum", "full")
     if args.runlocal:

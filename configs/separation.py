@@ -8,6 +8,10 @@ Full size:
 Batch 4 tracks x (3 positive + 1 negative) rows; L1 loss on the waveform over rows with a
 target stem (negatives: a silent target, DECISIONS 14); Adam(amsgrad) lr 1e-4.
 
+Length: the reference's separation config trains 500 epochs at batch 4, and an epoch is one crop
+of each of the 1500 training tracks, ceil(1500 / 4) = 375 steps: 500 x 375 = 187,500 steps.
+Validation every 5 epochs as in the reference (1,875 steps).
+
 Local smoke run: python launch/train.py --config=separation:runlocal --workdir=demo/workdirs/separation
 """
 
@@ -22,6 +26,8 @@ def get_config(arg: str | None = None):
     config.data.num_positive = 3
     config.data.num_negative = 1
     config.optimizer.lr = 1e-4
+    config.total_steps = defaults.steps_for_epochs(500, config.data.global_batch)  # 187,500
+    config.eval_every = defaults.steps_for_epochs(5, config.data.global_batch)  # 1,875
     config.model.separator = defaults.separator_config("standalone", "full")
     if args.runlocal:
         defaults.apply_runlocal(config)

@@ -511,6 +511,28 @@ def test_stem_length_far_from_mix_is_skipped(tmp_path):
     assert "the mix has" in _skipped_reason(_one_track(tmp_path, stems), tmp_path)
 
 
+def test_note_starting_exactly_at_the_end_of_the_audio_is_kept(tmp_path):
+    """The reference keeps every MIDI note of the track; one starting exactly at the end of the
+    11-s audio lands on the last spectrogram frame. A note starting later is dropped."""
+    stems = [dict(TRACK3_STEMS[0], notes=[(72, 64, 0.0, 5.0), (74, 64, 11.0, 11.5), (76, 64, 11.05, 11.5)])]
+    root = _one_track(tmp_path, stems, seconds=11.0)
+    track = slakh_tracks.load_track(os.path.join(root, "train", "Track00001"))
+    assert track.num_samples == 11 * RATE
+    assert track.notes["note_pitch"].tolist() == [72, 74]
+    assert track.notes["note_onset"].tolist() == [0.0, 11.0]
+    # It is stored in the track's last (here only) window and reassembles with the track.
+    summary = build_slakh.build(root, str(tmp_path / "out"), hop_seconds=HOP_SECONDS, workers=1)
+    _, examples = read_split(summary.dataset_dir, "train")
+    assembled = assemble_track(examples)
+    assert assembled["note_pitch"].tolist() == [72, 74] and assembled["note_onset"].tolist() == [0.0, 11.0]
+
+
+def test_window_notes_of_the_last_window_include_a_note_at_its_end():
+    notes = {"note_class": np.array([0, 0]), "note_pitch": np.array([60, 62]), "note_velocity": np.array([1, 1]),
+             "note_onset": np.array([1.0, 11.0]), "note_offset": np.array([2.0, 11.5])}
+    assert windows.window_notes(notes, 0, 11 * RATE, RATE)["note_pitch"].tolist() == [60, 62]
+
+
 def test_split_whose_tracks_are_all_skipped_is_an_error(tmp_path):
     from data_pipelines.slakh2100.slakh2100_dataset_builder import EmptySplitError
     root = _one_track(tmp_path, seconds=9.0)

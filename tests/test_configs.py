@@ -38,6 +38,33 @@ def test_reference_defaults():
     assert importlib.import_module("configs.joint_pretrained").get_config().require_init_from
 
 
+# Reference length per stage: (epochs, batch) of its config, an epoch being one crop of each of
+# Slakh2100's 1500 training tracks; and its validation cadence in epochs.
+REFERENCE_LENGTHS = {
+    "ir": (300, 32, 10, 14_100),
+    "transcription": (1000, 2, 50, 750_000),
+    "separation": (500, 4, 5, 187_500),
+    "joint_scratch": (500, 2, 5, 375_000),
+    "joint_pretrained": (500, 2, 5, 375_000),
+}
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_full_size_stages_train_as_long_as_the_reference(name):
+    epochs, batch, eval_epochs, steps = REFERENCE_LENGTHS[name]
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config.data.global_batch == batch
+    assert config.total_steps == steps == epochs * -(-1500 // batch)
+    assert config.eval_every == eval_epochs * -(-1500 // batch)
+
+
+def test_steps_for_epochs():
+    assert defaults.steps_for_epochs(300, 32) == 300 * 47
+    assert defaults.steps_for_epochs(2, 3, tracks=7) == 6
+    with pytest.raises(ValueError, match="positive epochs"):
+        defaults.steps_for_epochs(0, 32)
+
+
 def test_config_arguments_are_checked():
     assert defaults.parse_arg("variant=wide,runlocal", variant="narrow", runlocal=False).to_dict() == \
         {"variant": "wide", "runlocal": True}

@@ -5,6 +5,7 @@ the CLI, the orbax output and the error cases. Needs the ``convert`` extra (torc
 The full-size synthetic checkpoints are built once per module (module-scoped fixtures).
 """
 
+import math
 import os
 import pickle
 import subprocess
@@ -32,13 +33,48 @@ from jointist_jax.train.optimizer import make_optimizer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def torch_mel_filterbank(n_freqs=1025, n_mels=229, sample_rate=16000, f_min=0.0, f_max=8000.0,
+                         scale="htk", area_norm=False) -> np.ndarray:
+    """The mel filterbank as the reference module builds it when constructed: torch float32
+    arithmetic throughout, torchaudio's recipe (linearly spaced bin frequencies, ``n_mels + 2`` edges
+    equally spaced in mel, triangles of peak 1), independent of jointist_jax.audio.
+
+    ``scale="slaney"`` uses the Slaney mel scale (linear below 1 kHz, logarithmic above) and
+    ``area_norm`` divides each triangle by half its width in Hz (Slaney normalisation): variants a
+    checkpoint could carry and that the converter must refuse.
+    """
+    if scale == "htk":
+        to_mel = lambda hz: 2595.0 * math.log10(1.0 + hz / 700.0)  # noqa: E731
+        to_hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # noqa: E731
+    else:
+        linear, knee = 200.0 / 3.0, 1000.0
+        log_step = math.log(6.4) / 27.0
+
+        def to_mel(hz):
+            return hz / linear if hz < knee else knee / linear + math.log(hz / knee) / log_step
+
+        def to_hz(mel):
+            return torch.where(mel < knee / linear, mel * linear, knee * torch.exp(log_step * (mel - knee / linear)))
+    bins = torch.linspace(0.0, sample_rate // 2, n_freqs, dtype=torch.float32)
+    edges = to_hz(torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float32))
+    width = edges[1:] - edges[:-1]
+    offset = edges[None, :] - bins[:, None]  # (n_freqs, n_mels + 2)
+    rising = -offset[:, :-2] / width[:-1]
+    falling = offset[:, 2:] / width[1:]
+    fb = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    if area_norm:
+        fb = fb * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+    assert fb.dtype == torch.float32
+    return fb.numpy()
+
+
 def _buffer(key: str) -> np.ndarray:
-    """What the reference's front-end buffers hold (= ours)."""
+    """What the reference's front-end buffers hold: torch's float32 builds, as a checkpoint has them."""
     if key.endswith("spec_layer.spectrogram.window"):
-        return audio.hann_window(2048)
+        return torch.hann_window(2048).numpy()
     if key.endswith("spec_layer.mel_scale.fb"):
-        return audio.mel_filterbank()
-    return audio.hann_window(1024)  # unet_base.{stft,istft}.window
+        return torch_mel_filterbank()
+    return torch.hann_window(1024).numpy()  # unet_base.{stft,istft}.window
 
 
 def synthetic_state_dict(module, variant=None, seed=0) -> dict:
@@ -303,6 +339,53 @@ def test_front_end_buffers_are_checked_against_ours(narrow):
     state["network.spec_layer.spectrogram.window"] = np.hanning(2048).astype(np.float32)  # symmetric Hann
     with pytest.raises(ConversionError, match="front-end buffer 'spec_layer.spectrogram.window' differs"):
         convert.convert_state_dict(state, "transcription", "narrow")
+
+
+def test_float32_built_filterbank_differs_from_ours_by_rounding_only():
+    """The checkpoints' filterbank is torchaudio's float32 build: it is not bit-equal to ours (so
+    the synthetic checkpoints above, which carry it, exercise the tolerance), and its difference is
+    the rounding the tolerance is sized for."""
+    error = np.max(np.abs(torch_mel_filterbank().astype(np.float64) - audio.mel_filterbank()))
+    assert 1e-5 < error < assign.MEL_FILTERBANK_ATOL / 4, error
+    window_error = np.max(np.abs(torch.hann_window(2048).numpy() - audio.hann_window(2048)))
+    assert window_error < assign.WINDOW_ATOL / 4, window_error
+
+
+@pytest.mark.parametrize("what, fb", [
+    ("slaney mel scale", lambda: torch_mel_filterbank(scale="slaney")),
+    ("slaney area norm", lambda: torch_mel_filterbank(area_norm=True)),
+    ("f_max 7999.9 Hz", lambda: torch_mel_filterbank(f_max=7999.9)),
+    ("f_max 7999 Hz", lambda: torch_mel_filterbank(f_max=7999.0)),
+    ("f_min 1 Hz", lambda: torch_mel_filterbank(f_min=1.0)),
+    ("f_min 0.1 Hz", lambda: torch_mel_filterbank(f_min=0.1)),
+    ("sample rate 22050 Hz", lambda: torch_mel_filterbank(sample_rate=22050)),
+])
+def test_another_filterbank_is_rejected(what, fb):
+    with pytest.raises(ConversionError, match="front-end buffer 'spec_layer.mel_scale.fb' differs"):
+        assign.check_front_end_buffer("spec_layer.mel_scale.fb", fb(), audio.mel_filterbank(), "x.ckpt")
+
+
+@pytest.mark.parametrize("what, fb", [
+    ("228 mel bins", lambda: torch_mel_filterbank(n_mels=228)),
+    ("n_fft 1024", lambda: torch_mel_filterbank(n_freqs=513)),
+])
+def test_filterbank_of_another_size_is_rejected(what, fb):
+    with pytest.raises(ConversionError, match=r"'spec_layer.mel_scale.fb' has shape \((1025, 228|513, 229)\)"):
+        assign.check_front_end_buffer("spec_layer.mel_scale.fb", fb(), audio.mel_filterbank(), "x.ckpt")
+
+
+def test_window_other_than_periodic_hann_is_rejected():
+    for window in (torch.hann_window(2048, periodic=False), torch.hamming_window(2048)):
+        with pytest.raises(ConversionError, match="'spec_layer.spectrogram.window' differs"):
+            assign.check_front_end_buffer("spec_layer.spectrogram.window", window.numpy(),
+                                          audio.hann_window(2048), "x.ckpt")
+
+
+def test_non_finite_buffer_is_rejected():
+    fb = torch_mel_filterbank()
+    fb[3, 4] = np.nan
+    with pytest.raises(ConversionError, match="differs from ours by up to nan"):
+        assign.check_front_end_buffer("spec_layer.mel_scale.fb", fb, audio.mel_filterbank(), "x.ckpt")
 
 
 def test_negative_running_variance_is_rejected(narrow):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from jointist_jax.evaluation.recognition_metrics import recognition_scores
+from jointist_jax.evaluation.recognition_metrics import paper_compat_recognition_scores, paper_crop, recognition_scores
 
 PIANO, BASS, GUITAR, DRUMS = 0, 10, 9, 38
 
@@ -78,3 +78,52 @@ def test_bad_inputs_raise_clear_errors():
         recognition_scores(labels * 2, probs)
     with pytest.raises(ValueError, match="no class has a positive"):
         recognition_scores(np.zeros_like(labels), probs)
+
+
+# ------------------------------------------------------------------------------ the paper's crop
+SR = 100  # a low sample rate keeps the test arrays small; the rule is in seconds
+
+
+def _song(seconds=40.0):
+    return np.full(int(seconds * SR), 0.1, np.float32)
+
+
+def test_paper_crop_starts_at_11_s_and_labels_notes_inside_it():
+    # Piano 12-13 s (inside), bass 30-31 s (outside), drums 5-12 s (offset inside).
+    crop = paper_crop(_song(), [12.0, 30.0, 5.0], [13.0, 31.0, 12.0], [PIANO, BASS, DRUMS], sample_rate=SR)
+    assert (crop.start, crop.stop) == (11 * SR, 21 * SR)
+    assert np.flatnonzero(crop.labels).tolist() == [PIANO, DRUMS]
+
+
+def test_paper_crop_label_rule_is_the_references_strict_one():
+    # Guitar spans the whole crop (onset 2 s, offset 30 s): no label. Bass starts exactly at 11 s
+    # and ends after 21 s: no label. Piano ends exactly at 21 s but starts inside: label.
+    crop = paper_crop(_song(), [2.0, 11.0, 15.0], [30.0, 25.0, 21.0], [GUITAR, BASS, PIANO], sample_rate=SR)
+    assert crop.start == 11 * SR and np.flatnonzero(crop.labels).tolist() == [PIANO]
+
+
+def test_paper_crop_moves_on_by_1_s_past_silent_or_note_less_crops():
+    mix = _song()
+    mix[: 24 * SR] = 0.0  # the crops starting at 11..14 s are all silence
+    crop = paper_crop(mix, [12.0, 26.0], [13.0, 27.0], [PIANO, BASS], sample_rate=SR)
+    # (15, 25) and (16, 26) s have sound but no note strictly inside (the bass starts at 26 s);
+    # (17, 27) s holds the bass onset.
+    assert crop.start == 17 * SR and np.flatnonzero(crop.labels).tolist() == [BASS]
+
+
+def test_paper_crop_none_for_short_songs_or_no_qualifying_crop():
+    assert paper_crop(_song(10.0), [1.0], [2.0], [PIANO], sample_rate=SR) is None  # not longer than a crop
+    assert paper_crop(_song(40.0), [1.0], [2.0], [PIANO], sample_rate=SR) is None  # notes only before 11 s
+    short = paper_crop(_song(15.0), [12.0], [13.0], [PIANO], sample_rate=SR)  # crop cut at the end
+    assert (short.start, short.stop) == (11 * SR, 15 * SR)
+    with pytest.raises(ValueError, match="note classes must be in 0..38"):
+        paper_crop(_song(), [12.0], [13.0], [39], sample_rate=SR)
+
+
+def test_paper_compat_scores_are_the_same_metrics_renamed():
+    labels, probs = tiny_set()
+    ours, paper = recognition_scores(labels, probs), paper_compat_recognition_scores(labels, probs)
+    assert paper.scalars == {name.split("/")[0] + "_paper_compat/" + name.split("/")[1]: value
+                             for name, value in ours.scalars.items()}
+    assert paper.scalars["ir_mAP_paper_compat/macro"] == pytest.approx((5 / 6 + 2) / 3)
+    assert paper.per_class["f1_paper_compat"] == ours.per_class["f1"]

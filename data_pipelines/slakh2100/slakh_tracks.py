@@ -16,9 +16,10 @@ Labels (DECISIONS 11, REFERENCE §4.2):
     for other drum pitches is fixed: those notes are simply dropped);
   * other stems drop notes with pitch >= 109, and notes of a MIDI file whose own program is a
     bass (32-39) are shifted down 12 semitones; velocity is kept;
-  * note times are quantised to 2**-15 s (see ``windows.py``), notes starting at or after the
-    end of the mix audio are dropped, and notes are sorted by (onset, class, pitch, offset,
-    velocity).
+  * note times are quantised to 2**-15 s (see ``windows.py``), notes starting after the end of
+    the mix audio are dropped (one starting exactly at the end is kept, as in the reference: its
+    onset falls on the last spectrogram frame), and notes are sorted by (onset, class, pitch,
+    offset, velocity).
 
 Audio: every FLAC is mixed down to mono (channel mean) and resampled to the target rate with
 ``scipy.signal.resample_poly`` (polyphase, Kaiser window; 44.1 kHz -> 16 kHz is up 160 / down 441).
@@ -294,7 +295,7 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
     notes = _concat_notes(note_parts)
     notes["note_onset"] = windows.quantize_times(notes["note_onset"])
     notes["note_offset"] = windows.quantize_times(notes["note_offset"])
-    audible = notes["note_onset"] < n / sample_rate
+    audible = notes["note_onset"] <= n / sample_rate
     notes = sort_notes({name: values[audible] for name, values in notes.items()})
     if notes["note_onset"].size == 0:
         raise TrackSkipped(track_id, "no notes (no MIDI note inside the audio after the label "

@@ -7,8 +7,9 @@ window ``k`` covers samples ``[k*H, min(k*H + H + clip - 1, N))``. Every trainin
 record. Storage overhead is ``(H + clip - 1) / H`` (1.33x for the default 30-s hop).
 
 Notes are stored per window with times relative to the window start; a window holds every
-note with ``onset < window end`` and ``offset >= window start`` (so notes begun before the
-window are there for the target mask). Note times are first quantised to :data:`TIME_QUANTUM`
+note with ``onset <= window end`` and ``offset >= window start`` (so notes begun before the
+window are there for the target mask, and the last window keeps a note starting exactly at the
+end of the track). Note times are first quantised to :data:`TIME_QUANTUM`
 (2**-15 s, a binary fraction, under one 16-kHz sample) so that window-relative float32 times
 within 512 s of the window start are exact: :func:`assemble_track` then puts every note back in
 exactly one window without rounding ambiguity and recovers its times exactly (only the offset
@@ -88,12 +89,15 @@ def window_notes(notes: Mapping[str, np.ndarray], start: int, end: int,
       sample_rate: samples per second.
 
     Returns:
-      the ``note_*`` arrays of every note with ``onset < end`` and ``offset >= start`` (in
+      the ``note_*`` arrays of every note with ``onset <= end`` and ``offset >= start`` (in
       seconds), in the track order; onsets/offsets float32 relative to ``start``, the rest int32.
     """
     t0, t1 = start / sample_rate, end / sample_rate
     onset, offset = notes["note_onset"], notes["note_offset"]
-    keep = (onset < t1) & (offset >= t0)
+    # ``<=``: a note starting exactly at the end of the track must reach the last window (the
+    # reference keeps it). In an earlier window such a note is an extra copy that no crop of that
+    # window overlaps and that assemble_track leaves to the window owning its onset.
+    keep = (onset <= t1) & (offset >= t0)
     out = {name: np.asarray(notes[name][keep], dtype=np.int32)
            for name in ("note_class", "note_pitch", "note_velocity")}
     out["note_onset"] = (onset[keep] - t0).astype(np.float32)

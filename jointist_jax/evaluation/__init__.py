@@ -1,11 +1,12 @@
 """Evaluation metrics of the Jointist paper, as pure functions over numpy arrays (no I/O).
 
 * :mod:`notes`: the :class:`Notes` type (one instrument's notes), conversions, mir_eval matching.
+* :mod:`fused_notes`: the reference's flat note lists (instruments' rolls OR'ed, decoded again).
 * :mod:`transcription_metrics`: note / note-with-offset / frame F1, flat, piece-wise and
   instrument-wise, primary and ``_paper_compat`` pitch conventions, plus MT3's note F1.
 * :mod:`mt3_metrics`: MT3's onset + offset + program matching at three granularities.
 * :mod:`separation_metrics`: SNR-style SDR, source-, piece- and instrument-wise.
-* :mod:`recognition_metrics`: instrument-recognition mAP and F1.
+* :mod:`recognition_metrics`: instrument-recognition mAP and F1, and the reference's fixed crop.
 * :mod:`report`: :class:`MetricReport` (TensorBoard scalars + per-class values) and the averages.
 
 Each module's docstring lists the metric names it produces.

@@ -23,11 +23,14 @@ as a hit for pitch >= 35).
 Flat (instrument-agnostic) metric, per song with any non-drum reference note: all non-drum
 reference notes merged into one list, all non-drum estimated notes (every estimated class,
 present in the reference or not) merged into another, scored once; frame F1 on the OR of the
-non-drum rolls. The reference builds its flat *note* lists differently: it ORs the rolls and
-decodes them again (the target roll through the onset-gated decoder, so reference notes become
-maximal runs of active frames). The two agree except where two instruments sound the same pitch
-at overlapping times: the merged lists keep both notes (both must be found), the OR'ed rolls
-fuse them into one. Merging note lists needs no decoder and keeps the reference notes exact.
+non-drum rolls. Merging note lists needs no decoder and keeps the reference notes exact.
+
+The flat ``_paper_compat`` note scores follow the reference instead (given the rolls and the
+estimated onset rolls): it ORs the rolls and decodes them again (:mod:`fused_notes`; the target
+roll through the onset-gated decoder, so reference notes become maximal runs of active frames),
+and passes MIDI numbers as Hz. The two flat lists differ where notes of one pitch touch or
+overlap in time, across instruments or repeated in one: the merged lists keep every note (each
+must be found), the OR'ed rolls fuse them into one.
 
 Names in :attr:`MetricReport.scalars` (``{metric}/{aggregation}``):
 
@@ -37,7 +40,8 @@ name                                                   meaning
 ``note_{precision,recall,f1}/piece_wise``              mean over songs of the mean over their classes
 ``note_{precision,recall,f1}/instrument_wise``         per-class mean over songs, then mean over classes
 ``note_{precision,recall,f1}/flat``                    mean over songs of the flat score
-``note_{precision,recall,f1}_paper_compat/...``        the same three, MIDI numbers passed as Hz
+``note_{precision,recall,f1}_paper_compat/...``        the same three, MIDI numbers passed as Hz;
+                                                       ``/flat`` on the OR'ed and re-decoded rolls
 ``note_with_offset_{precision,recall,f1}/...``         the same three, offsets matched, no drums
 ``note_with_offset_{...}_paper_compat/...``            offsets matched, MIDI numbers passed as Hz
 ``frame_{precision,recall,f1}/...``                    the same three on rolls (with rolls only)
@@ -61,13 +65,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jointist_jax import instruments
-from jointist_jax.evaluation import mt3_metrics
+from jointist_jax.evaluation import fused_notes, mt3_metrics
 from jointist_jax.evaluation.notes import (MatchCounts, Notes, SongNotes, concatenate, count_matches,
                                            validate_class, validate_song_notes)
 from jointist_jax.evaluation.report import MetricReport, by_class_name, per_class_means, song_class_means
 
 DRUMS_INDEX = instruments.class_index("Drums")
 FRAME_THRESHOLD = 0.1  # Original.yaml evaluation.frame_threshold (REFERENCE §7.1)
+ONSET_THRESHOLD = 0.1  # Original.yaml evaluation.onset_threshold (REFERENCE §7.1)
+PRIMARY = (("", False),)
+BOTH_CONVENTIONS = (("", False), ("_paper_compat", True))
 _STATS = ("precision", "recall", "f1")
 
 
@@ -112,10 +119,11 @@ def _named(kind: str, values: tuple[float, float, float], suffix: str = "") -> d
     return {f"{kind}_{stat}{suffix}": float(v) for stat, v in zip(_STATS, values)}
 
 
-def _note_scores(ref: Notes, est: Notes, *, with_offset: bool) -> dict[str, float]:
+def _note_scores(ref: Notes, est: Notes, *, with_offset: bool,
+                 conventions=BOTH_CONVENTIONS) -> dict[str, float]:
     kind = "note_with_offset" if with_offset else "note"
     out = {}
-    for suffix, compat in (("", False), ("_paper_compat", True)):
+    for suffix, compat in conventions:
         out.update(_named(kind, note_f1(ref, est, with_offset=with_offset, paper_compat=compat), suffix))
     return out
 
@@ -145,18 +153,10 @@ def _check_rolls(rolls: Mapping | None, where: str) -> dict[int, np.ndarray]:
     return {validate_class(cls, where): np.asarray(roll) for cls, roll in rolls.items()}
 
 
-def _or_rolls(rolls: dict[int, np.ndarray], where: str, threshold: float) -> np.ndarray | None:
-    active = [_active(roll, f"{where}[{cls}]", threshold) for cls, roll in sorted(rolls.items())
-              if cls != DRUMS_INDEX]
-    if not active:
-        return None
-    length = min(len(a) for a in active)
-    return np.logical_or.reduce([a[:length] for a in active]).astype(np.float32)
-
-
 def song_transcription_scores(ref: SongNotes, est: SongNotes, ref_rolls: Mapping | None = None,
                               est_rolls: Mapping | None = None, *, song: str = "",
-                              frame_threshold: float = FRAME_THRESHOLD) -> SongTranscriptionScores:
+                              frame_threshold: float = FRAME_THRESHOLD, est_onset_rolls: Mapping | None = None,
+                              onset_threshold: float = ONSET_THRESHOLD) -> SongTranscriptionScores:
     """Scores one song's transcription (the module docstring lists the metrics).
 
     Args:
@@ -167,11 +167,17 @@ def song_transcription_scores(ref: SongNotes, est: SongNotes, ref_rolls: Mapping
         is an all-silent estimate.
       song: identifier kept in the result.
       frame_threshold: a roll cell is active above this value.
+      est_onset_rolls: optional class index -> (T, 88) onset posteriorgram, the same classes as
+        ``est_rolls`` (which it needs). With it the flat ``_paper_compat`` note scores are the
+        reference's (OR'ed rolls decoded again); without it they are left out.
+      onset_threshold: an onset cell is active above this value (flat ``_paper_compat`` only).
     """
     ref = validate_song_notes(ref, f"song {song!r}: ref")
     est = validate_song_notes(est, f"song {song!r}: est")
     if (ref_rolls is None) != (est_rolls is None):
         raise ValueError(f"song {song!r}: give both ref_rolls and est_rolls for frame F1, or neither")
+    if est_onset_rolls is not None and est_rolls is None:
+        raise ValueError(f"song {song!r}: est_onset_rolls needs ref_rolls and est_rolls")
     ref_rolls = _check_rolls(ref_rolls, f"song {song!r}: ref_rolls")
     est_rolls = _check_rolls(est_rolls, f"song {song!r}: est_rolls")
     with_frames = bool(ref_rolls) or bool(est_rolls)
@@ -196,16 +202,25 @@ def song_transcription_scores(ref: SongNotes, est: SongNotes, ref_rolls: Mapping
     flat_ref = concatenate([ref[c] for c in present if c != DRUMS_INDEX])
     if len(flat_ref):
         flat_est = concatenate([notes for c, notes in sorted(est.items()) if c != DRUMS_INDEX])
-        flat.update(_note_scores(flat_ref, flat_est, with_offset=False))
-        flat.update(_note_scores(flat_ref, flat_est, with_offset=True))
+        flat.update(_note_scores(flat_ref, flat_est, with_offset=False, conventions=PRIMARY))
+        flat.update(_note_scores(flat_ref, flat_est, with_offset=True, conventions=PRIMARY))
         if with_frames:
             # Never None: every present non-drum class has a roll (checked above).
-            ref_or = _or_rolls(ref_rolls, f"song {song!r}: ref_rolls", frame_threshold)
-            est_or = _or_rolls(est_rolls, f"song {song!r}: est_rolls", frame_threshold)
+            ref_or = fused_notes.or_rolls(ref_rolls, frame_threshold, f"song {song!r}: ref_rolls")
+            est_or = fused_notes.or_rolls(est_rolls, frame_threshold, f"song {song!r}: est_rolls")
             if est_or is None:
                 est_or = np.zeros_like(ref_or)
             # Both ORs are 0/1, so any threshold in [0, 1) reads them back unchanged.
-            flat.update(_named("frame", frame_f1(ref_or, est_or, threshold=0.5)))
+            flat.update(_named("frame", frame_f1(ref_or.astype(np.float32), est_or.astype(np.float32),
+                                                 threshold=0.5)))
+        if est_onset_rolls is not None:
+            onset_rolls = _check_rolls(est_onset_rolls, f"song {song!r}: est_onset_rolls")
+            fused_ref, fused_est = fused_notes.fused_flat_notes(
+                {c: ref_rolls[c] for c in present}, est_rolls, onset_rolls, frame_threshold=frame_threshold,
+                onset_threshold=onset_threshold, where=f"song {song!r}")
+            paper = (("_paper_compat", True),)
+            flat.update(_note_scores(fused_ref, fused_est, with_offset=False, conventions=paper))
+            flat.update(_note_scores(fused_ref, fused_est, with_offset=True, conventions=paper))
 
     mt3 = {g: mt3_metrics.mt3_counts(ref, est, g) for g in mt3_metrics.GRANULARITIES}
     return SongTranscriptionScores(song=song, per_class=per_class, flat=flat, mt3=mt3)
