@@ -139,9 +139,10 @@ def predicted_batch(points: list[tuple[int, float]], limit_bytes: float, *, head
 def largest_fitting(fits: Callable[[int], bool], *, fitting: int = 0, failing: int | None = None,
                     start: int = 2, max_batch: int = 4096, tolerance: float = 0.1,
                     guess: int | None = None, may_probe: Callable[[], str | None] = lambda: None) -> Search:
-    """The largest batch for which ``fits(batch)`` holds: an optional ``guess`` first, then
-    doubling from the largest known fitting batch until one fails, then bisection until the gap
-    is at most ``tolerance`` x the fitting batch (and at least 1).
+    """The largest batch for which ``fits(batch)`` holds: an optional ``guess`` first (and, if it
+    fits, the batch one tolerance step above it), then doubling from the largest known fitting
+    batch until one fails, then bisection until the gap is at most ``tolerance`` x the fitting
+    batch (and at least 1). Every probe is a compile, so a good guess saves most of them.
 
     ``fitting`` / ``failing``: batches already known to fit / not to fit (0 / None: none).
     ``may_probe()`` is asked before every probe and returns why not (budget) or None.
@@ -171,6 +172,11 @@ def largest_fitting(fits: Callable[[int], bool], *, fitting: int = 0, failing: i
     if guess is not None and lo < guess <= max_batch and (hi is None or guess < hi):
         if (why := probe(guess)):
             return done(why, False)
+        step = max(1, int(lo * tolerance))
+        if lo == guess and lo + step <= max_batch and (hi is None or lo + step < hi):
+            # A guess that fits is usually just under the limit: one step above it may settle it.
+            if (why := probe(lo + step)):
+                return done(why, False)
     while hi is None:
         if lo >= max_batch:
             return done(f"max_batch {max_batch} fits", True)
@@ -460,8 +466,11 @@ class Suite:
         fitting = max((r["batch"] for r in done if r["fits"]), default=0)
         failing = min((r["batch"] for r in done if not r["fits"]), default=None)
         limit = self.memory_limit()
-        points = [(r["batch"], r["xla_memory"]["total_bytes"]) for r in done
-                  if r["fits"] and r.get("xla_memory", {}).get("total_bytes")]
+        fitted = [r for r in done if r["fits"] and r.get("xla_memory", {}).get("total_bytes")]
+        points = [(r["batch"], r["xla_memory"]["total_bytes"]) for r in fitted]
+        if len(points) == 1 and fitted[0]["xla_memory"].get("alias_bytes"):
+            # One measured batch: the donated state (the aliased bytes) is the memory at batch 0.
+            points.append((0, fitted[0]["xla_memory"]["alias_bytes"]))
         guess = None if limit is None else predicted_batch(points, limit)
         probes: dict[int, dict] = {}
         best: dict = {}
@@ -527,7 +536,9 @@ class Suite:
         item = f"profile {case} {dtype}"
         if target is None:
             return self.skip(item, f"no timed {case} {dtype} step to profile")
-        if (why := self.budget_refusal(target["step_s"] * (self.args.profile_steps + 1) + 10)):
+        # Tracing, writing and parsing the trace of a GRU step (a few kernels per scan step) is
+        # slower than the step itself: allow half a minute.
+        if (why := self.budget_refusal(target["step_s"] * (self.args.profile_steps + 1) + 30)):
             return self.skip(item, why)
         prepared = self.kept.get((case, dtype, False, target["batch"], None))
         if prepared is None:
@@ -573,14 +584,19 @@ class Suite:
         if (why := self.budget_refusal(args.input_seconds_estimate)):
             self.payload["input_pipeline"] = {"skipped": why}
             return self.skip("input pipeline", why)
-        from benchmarks import input_pipeline
-
         config = train_step.stage_config("ts_train", tiny=args.tiny, dtype=DTYPE_ORDER[0])
         workers = args.input_workers or os.cpu_count() or 1
-        numbers = input_pipeline.measure_pipeline(
-            args.data_dir, args.input_split, clips=args.input_clips, num_positive=train_step.ROWS_PER_CLIP,
-            num_negative=0, steps=args.input_batches, warmup=2, workers=workers,
-            clip_seconds=config.data.clip_seconds)
+        try:
+            from benchmarks import input_pipeline
+
+            numbers = input_pipeline.measure_pipeline(
+                args.data_dir, args.input_split, clips=args.input_clips, num_positive=train_step.ROWS_PER_CLIP,
+                num_negative=0, steps=args.input_batches, warmup=2, workers=workers,
+                clip_seconds=config.data.clip_seconds)
+        except Exception as error:  # noqa: BLE001 (a bad dataset must not lose the step numbers)
+            self.payload["input_pipeline"] = {"error": f"{type(error).__name__}: {error}", "data_dir": args.data_dir}
+            print(f"  input pipeline failed: {self.payload['input_pipeline']['error'][:300]}", flush=True)
+            return self.write()
         self.payload["input_pipeline"] = dict(numbers, clips=args.input_clips, workers=workers,
                                               rows_per_clip=train_step.ROWS_PER_CLIP,
                                               clip_seconds=config.data.clip_seconds, data_dir=args.data_dir)
@@ -705,7 +721,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: the device allocator's limit, where it has one)")
     parser.add_argument("--no_profile", dest="profile", action="store_false", help="skip the profile")
     parser.add_argument("--profile_case", default="ts_train", help="the case to profile")
-    parser.add_argument("--profile_steps", type=int, default=2, help="steps inside the profiler trace")
+    parser.add_argument("--profile_steps", type=int, default=1,
+                        help="steps inside the profiler trace (after an untraced warm-up)")
     parser.add_argument("--profile_top", type=int, default=15, help="top ops listed")
     parser.add_argument("--gru_unroll", type=int, default=None,
                         help=f"also time the profiled case with the GRU scans unrolled this many times "

@@ -83,6 +83,12 @@ def test_largest_fitting_uses_known_results_and_the_guess_first():
     assert search.largest <= 100 < search.smallest_failing <= 128
 
 
+def test_an_accurate_guess_settles_the_search_in_two_probes():
+    fits, calls = memory_fits(5 + 10 * 110)
+    search = suite_module.largest_fitting(fits, fitting=32, guess=100, tolerance=0.125)
+    assert calls == [100, 112] and (search.largest, search.smallest_failing) == (100, 112) and search.complete
+
+
 def test_largest_fitting_stops_at_max_batch_and_when_nothing_fits():
     fits, _ = memory_fits(10**9)
     search = suite_module.largest_fitting(fits, start=2, max_batch=64)
@@ -201,7 +207,8 @@ def stub_steps(monkeypatch, clock, *, per_row_bytes=2**20, compile_s=10.0):
         total = 2**20 + per_row_bytes * batch // (2 if remat else 1)
         record = {"case": case, "dtype": dtype, "batch": batch, "global_batch": batch, "remat": remat,
                   "gru_unroll": unroll or 1, "devices": 1, "stage": case, "gflops_matmul": 10.0 * batch,
-                  "compile_s": compile_s, "xla_memory": {"total_bytes": total}, "wall_s": compile_s}
+                  "compile_s": compile_s, "xla_memory": {"total_bytes": total, "alias_bytes": 2**20},
+                  "wall_s": compile_s}
         if total > self.memory_limit():
             record.update(fits=False, reason="XLA memory analysis over the limit")
             return None, record
@@ -240,6 +247,9 @@ def test_plan_measures_searches_retries_with_remat_and_skips_past_the_budget(tmp
     (search, *_) = payload["searches"]
     assert (search["case"], search["largest_fitting"], search["smallest_not_fitting"]) == ("ts_train", 39, 40)
     assert search["known_fitting"] == 32 and search["known_failing"] == 64
+    # One measured batch and the donated state at batch 0: (0.9 x 40.5 - 1) MiB / 1 MiB per row = 35,
+    # rounded down to a multiple of 8.
+    assert search["guess"] == 32
     assert all(p["fits"] == (p["xla_total_bytes"] <= 40.5 * 2**20) for p in search["probes"])
     largest = [r for r in results if r["role"] == "largest" and r["case"] == "ts_train"]
     assert largest[0]["batch"] == 39 and largest[0]["step_s"] > 0
