@@ -147,13 +147,33 @@ class OpEvent:
     duration_us: float
 
 
+_ANNOTATED_OP = re.compile(r"hlo_op=([\w.\-]+)")
+_ANNOTATED_MODULE = re.compile(r"hlo_module=([\w.\-]+)")
+
+
+def _op_of(stats: dict) -> tuple[str | None, str | None]:
+    """(hlo_op, hlo_module) of an event: its own stats, else parsed from an annotation stat such as
+    ``fusion.3:#hlo_op=fusion.3,hlo_module=jit_step#`` (GPU kernels carry their launch's)."""
+    if "hlo_op" in stats:
+        return str(stats["hlo_op"]), (None if stats.get("hlo_module") is None else str(stats["hlo_module"]))
+    for value in stats.values():
+        if isinstance(value, str) and (m := _ANNOTATED_OP.search(value)):
+            module = _ANNOTATED_MODULE.search(value)
+            return m.group(1), module.group(1) if module else None
+    return None, None
+
+
 _DERIVED_LINES = ("XLA Modules", "XLA Ops", "Steps", "Framework", "Source code", "XLA TraceMe",
                   "Launch Stats", "SparseCore")
 
 
+def _is_device_plane(name: str) -> bool:
+    return name.startswith("/device:") and not name.startswith("/device:CPU")
+
+
 def _select_tracks(events: list[OpEvent]) -> list[OpEvent]:
     """Device planes' stream lines if any hold ops, else the host's (see the module docstring)."""
-    device = [e for e in events if e.track[0].startswith("/device:") and not e.track[0].startswith("/device:CPU")]
+    device = [e for e in events if _is_device_plane(e.track[0])]
     if not device:
         return events
     streams = [e for e in device if e.track[1].startswith("Stream")]
@@ -174,11 +194,11 @@ def events_from_xplane(path: Path) -> list[OpEvent]:
     for plane in data.planes:
         for line in plane.lines:
             for event in line.events:
-                stats = dict(event.stats)
-                if "hlo_op" not in stats:
+                op, module = _op_of(dict(event.stats))
+                if op is None:
                     continue
-                events.append(OpEvent(str(stats["hlo_op"]), stats.get("hlo_module"), (plane.name, line.name),
-                                      event.start_ns / 1e3, event.duration_ns / 1e3))
+                events.append(OpEvent(op, module, (plane.name, line.name), event.start_ns / 1e3,
+                                      event.duration_ns / 1e3))
     return events
 
 
@@ -195,11 +215,13 @@ def events_from_perfetto(path: Path) -> list[OpEvent]:
             threads[(e.get("pid"), e.get("tid"))] = e["args"]["name"]
     events = []
     for e in raw:
-        args = e.get("args") or {}
-        if e.get("ph") != "X" or "hlo_op" not in args:
+        if e.get("ph") != "X":
+            continue
+        op, module = _op_of(e.get("args") or {})
+        if op is None:
             continue
         track = (processes.get(e.get("pid"), str(e.get("pid"))), threads.get((e.get("pid"), e.get("tid")), str(e.get("tid"))))
-        events.append(OpEvent(str(args["hlo_op"]), args.get("hlo_module"), track, float(e["ts"]), float(e.get("dur", 0.0))))
+        events.append(OpEvent(op, module, track, float(e["ts"]), float(e.get("dur", 0.0))))
     return events
 
 
@@ -286,6 +308,8 @@ def summarize(trace_dir: str | Path, hlo_text: str, *, steps: int, top: int = 15
     return {
         "source": source, "module": module, "steps": steps, "events": len(events),
         "tracks": sorted({" / ".join(e.track) for e in events}),
+        # False: host threads' op events (the CPU backend; on an accelerator, launch times only).
+        "device_time": any(_is_device_plane(e.track[0]) for e in events),
         "op_ms_per_step": total / 1e3 / steps,
         "category_ms_per_step": {k: v / 1e3 / steps for k, v in by_category.items()},
         "category_share": {k: (v / total if total else 0.0) for k, v in by_category.items()},
@@ -297,7 +321,8 @@ def summarize(trace_dir: str | Path, hlo_text: str, *, steps: int, top: int = 15
 def format_summary(summary: dict) -> str:
     """A short text table of :func:`summarize`'s result."""
     lines = [f"profile ({summary['source'].rsplit('/', 1)[-1]}, {summary['events']} op events): "
-             f"{summary['op_ms_per_step']:.2f} ms of op time per step"]
+             f"{summary['op_ms_per_step']:.2f} ms of {'device' if summary['device_time'] else 'host'} op time "
+             f"per step; {100 * summary['unmatched_share']:.1f}% in ops not in the program's HLO"]
     lines.append("  " + "  ".join(f"{k} {100 * summary['category_share'][k]:.1f}%" for k in CATEGORIES))
     lines.append(f"  {'op':<40} {'category':<12} {'ms/step':>9} {'share':>7}  op_name")
     for row in summary["top_ops"]:

@@ -140,6 +140,20 @@ def test_exclusive_durations_subtract_enclosed_events_on_the_same_track():
     assert profile_summary.exclusive_durations(events) == [50.0, 30.0, 20.0, 40.0, 5.0]
 
 
+def test_op_events_from_annotations_and_device_planes_win_over_host_threads():
+    assert profile_summary._op_of({"hlo_op": "fusion.1", "hlo_module": "jit_f"}) == ("fusion.1", "jit_f")
+    assert profile_summary._op_of({"kernel_annotation": "fusion.2:#hlo_op=fusion.2,hlo_module=jit_g#"}) == (
+        "fusion.2", "jit_g")
+    assert profile_summary._op_of({"correlation_id": 7}) == (None, None)
+    ev = profile_summary.OpEvent
+    host = ev("fusion.1", None, ("/host:CPU", "python"), 0.0, 1.0)
+    stream = ev("fusion.1", None, ("/device:GPU:0", "Stream #13(Compute)"), 0.0, 5.0)
+    derived = ev("fusion.1", None, ("/device:GPU:0", "XLA Ops"), 0.0, 5.0)
+    assert profile_summary._select_tracks([host, stream, derived]) == [stream]
+    assert profile_summary._select_tracks([host, derived]) == [derived]
+    assert profile_summary._select_tracks([host]) == [host]
+
+
 def _profiled_function(x, w, k):
     def step(c, _):
         return jnp.tanh(c @ w), None
@@ -181,7 +195,7 @@ def test_profile_summary_of_a_cpu_trace_splits_time_into_categories(tmp_path):
     from_json = profile_summary.events_from_perfetto(perfetto)
     assert len(from_xplane) == len(from_json) > 0
     assert sum(e.duration_us for e in from_xplane) == pytest.approx(sum(e.duration_us for e in from_json), rel=1e-3)
-    assert "while_loop" in profile_summary.format_summary(summary)
+    assert "while_loop" in profile_summary.format_summary(summary) and not summary["device_time"]
 
 
 def test_profile_summary_without_a_trace_names_the_folder(tmp_path):
