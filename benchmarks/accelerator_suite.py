@@ -18,8 +18,9 @@ convolutions, FFTs and the optimiser); optionally the joint step with the GRU sc
 (``--gru_unroll N``, same numerics); and the input pipeline's examples/s at the joint stage's
 shapes on this host's CPUs (``--data_dir``), beside the fastest joint step's consumption.
 
-Order and budget: the work runs most-wanted first (bfloat16 before float32; batch 32 and the
-largest batch before 8 and 2; ``ts_train`` first) and each item is started only if the time it is
+Order and budget: the work runs most-wanted first (bfloat16 before float32; ``ts_train`` at
+batch 32, its largest batch and its profile first; then the other cases at batch 32, their largest
+batches, the remat retries, and batches 8 and 2; see ``Suite.plan``) and each item is started only if the time it is
 expected to take (the case's last measurement) is left of ``--budget_seconds``, counted from the
 start; what is not started is recorded under ``skipped``. The JSON (``--out``) is rewritten after
 every item, so a run that is killed still leaves valid JSON of what it finished.
@@ -265,6 +266,7 @@ class Suite:
         self.built: dict[tuple, Built] = {}
         self.kept: dict[tuple, Prepared] = {}
         self.compiled: dict[tuple, tuple] = {}  # compiled steps (code only) and their analyses
+        self.deferred: list[tuple[str, str, int]] = []  # (case, dtype, batch) to retry with remat
         self.wall_by_case: dict[str, float] = {}
         env = common.environment()
         env["device_memory"] = device_memory(self.device)
@@ -521,10 +523,15 @@ class Suite:
             best.clear()
             self.write()
         if search.smallest_failing is not None:
+            self.deferred.append((case, dtype, search.smallest_failing))
+
+    def remat_retries(self, dtype: str) -> None:
+        """The first batch each search found not to fit, with remat."""
+        for case, batch_dtype, batch in [d for d in self.deferred if d[1] == dtype]:
             if (why := self.budget_refusal(self.estimate(case))):
-                self.skip(f"{case} {dtype} batch {search.smallest_failing} remat", why)
+                self.skip(f"{case} {dtype} batch {batch} remat", why)
             else:
-                self.measure(case, dtype, search.smallest_failing, remat=True, role="remat_retry")
+                self.measure(case, dtype, batch, remat=True, role="remat_retry")
 
     def largest_timed(self, case: str, dtype: str) -> dict | None:
         rows = [r for r in self.payload["results"] if (r["case"], r["dtype"], r["remat"]) == (case, dtype, False)
@@ -624,28 +631,43 @@ class Suite:
 
     # -------------------------------------------------------------------------- the plan
     def plan(self) -> list[tuple[str, Callable[[], None]]]:
-        """(name, action) in priority order (module docstring)."""
+        """(name, action) in priority order. Per dtype: the profiled case at the large batches
+        (>= 32) and its largest batch, then (first dtype only) its profile and the input pipeline;
+        the other cases at the large batches; the GRU-unroll comparison (first dtype); the other
+        cases' largest batches; remat retries of the batches the searches found not to fit; the
+        small batches (< 32) of every case."""
         args = self.args
-        items = []
-        primary = [b for b in args.batches_fixed if b >= 32]
-        secondary = [b for b in args.batches_fixed if b < 32]
+        items: list[tuple[str, Callable[[], None]]] = []
+        large = [b for b in args.batches_fixed if b >= 32]
+        small = [b for b in args.batches_fixed if b < 32]
+        lead = args.profile_case if args.profile_case in args.cases else args.cases[0]
+        others = [c for c in args.cases if c != lead]
+
+        def fixed(case, dtype, batches):
+            for b in batches:
+                items.append((f"{case} {dtype} batch {b}", lambda c=case, t=dtype, b=b: self.fixed_batch(c, t, b)))
+
+        def largest(case, dtype):
+            if args.search:
+                items.append((f"{case} {dtype} largest batch", lambda c=case, t=dtype: self.largest_batch(c, t)))
+
         for d, dtype in enumerate(args.dtypes):
-            for group, with_max in ((primary, args.search), (secondary, False)):
-                for case in args.cases:
-                    for batch in sorted(group):
-                        items.append((f"{case} {dtype} batch {batch}",
-                                      lambda c=case, t=dtype, b=batch: self.fixed_batch(c, t, b)))
-                    if with_max:
-                        items.append((f"{case} {dtype} largest batch",
-                                      lambda c=case, t=dtype: self.largest_batch(c, t)))
-                    if d == 0 and group is primary and case == args.profile_case:
-                        if args.profile:
-                            items.append((f"profile {case} {dtype}", lambda c=case, t=dtype: self.profile(c, t)))
-                        if args.gru_unroll is not None:
-                            items.append((f"{case} {dtype} gru_unroll",
-                                          lambda c=case, t=dtype: self.unroll_comparison(c, t)))
-                if d == 0 and group is primary:
-                    items.append(("input pipeline", self.input_pipeline))
+            fixed(lead, dtype, large)
+            largest(lead, dtype)
+            if d == 0:
+                if args.profile:
+                    items.append((f"profile {lead} {dtype}", lambda c=lead, t=dtype: self.profile(c, t)))
+                items.append(("input pipeline", self.input_pipeline))
+            for case in others:
+                fixed(case, dtype, large)
+            if d == 0 and args.gru_unroll is not None:
+                items.append((f"{lead} {dtype} gru_unroll", lambda c=lead, t=dtype: self.unroll_comparison(c, t)))
+            for case in others:
+                largest(case, dtype)
+            if args.search:
+                items.append((f"{dtype} remat retries", lambda t=dtype: self.remat_retries(t)))
+            for case in args.cases:
+                fixed(case, dtype, small)
         return items
 
     def run(self) -> dict:
