@@ -51,7 +51,6 @@ import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -366,7 +365,8 @@ class Suite:
         record["memory_limit_bytes"] = limit
         record["wall_s"] = time.perf_counter() - start
         if limit is not None and total is not None and total > limit:
-            record.update(fits=False, reason=f"XLA memory analysis {total / 2**30:.3f} GiB > limit {limit / 2**30:.3f} GiB")
+            record.update(fits=False, reason=f"XLA memory analysis {total / 2**30:.3f} GiB > "
+                                             f"limit {limit / 2**30:.3f} GiB")
             return None, record
         return Prepared(built, compiled, host_batch), record
 
@@ -710,7 +710,7 @@ def table_rows(payload: dict) -> list[list[str]]:
         else:
             memory = "-"
         rows.append([env["device_kind"], env["jax"], r["case"], batch, r["dtype"], "yes" if r["remat"] else "no",
-                     f"{r['step_s']:.4f}", f"{r['examples_per_s']:.1f}",
+                     f"{r['step_s']:.4f}", f"{r['examples_per_s']:.2f}",
                      "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}", memory, f"{r['compile_s']:.1f}"])
     return rows
 
@@ -803,7 +803,8 @@ def main(argv: list[str] | None = None, *, clock: Callable[[], float] = time.per
     print(payload["table_markdown"])
     print(f"\nstep s: median of {args.steps} steps after a warm-up; examples/s: global batch / step s; MFU: "
           "matmul+conv FLOPs (scan bodies x trip count) / step s / peak; peak memory: the device allocator's "
-          "peak during the step, or XLA's memory analysis (XLA) where the process peak came from an earlier step.")
+          "peak during the step, else (XLA) XLA's memory analysis of the step: on CPU, or where the allocator's "
+          "process-wide peak came from an earlier, larger step.")
     if payload["skipped"]:
         print(f"skipped ({len(payload['skipped'])}): " + "; ".join(s["item"] for s in payload["skipped"]))
     print(f"wrote {args.out} ({payload['budget']['used_s']:.0f} s of {args.budget_seconds:.0f} s)")

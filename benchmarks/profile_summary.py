@@ -220,7 +220,8 @@ def events_from_perfetto(path: Path) -> list[OpEvent]:
         op, module = _op_of(e.get("args") or {})
         if op is None:
             continue
-        track = (processes.get(e.get("pid"), str(e.get("pid"))), threads.get((e.get("pid"), e.get("tid")), str(e.get("tid"))))
+        pid, tid = e.get("pid"), e.get("tid")
+        track = (processes.get(pid, str(pid)), threads.get((pid, tid), str(tid)))
         events.append(OpEvent(op, module, track, float(e["ts"]), float(e.get("dur", 0.0))))
     return events
 
