@@ -336,7 +336,7 @@ class Suite:
         record = {"case": case, "dtype": dtype, "batch": batch, "global_batch": clips, "remat": remat,
                   "gru_unroll": gru.DEFAULT_UNROLL if unroll is None else unroll,
                   "devices": len(self.devices), "stage": built.config.stage,
-                  "clip_samples": built.spec.clip_samples}
+                  "clip_samples": built.spec.clip_samples, "rows_per_clip": max(built.spec.rows, 1)}
         host_batch = train_step.random_batch(built.spec, clips, seed=built.config.seed)
         abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host_batch.items()}
         key = (case, dtype, batch, remat, unroll)

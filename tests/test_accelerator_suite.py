@@ -278,6 +278,29 @@ def test_plan_measures_searches_retries_with_remat_and_skips_past_the_budget(tmp
     assert "39 (largest)" in payload["table_markdown"] and "does not fit" in payload["table_markdown"]
 
 
+def test_a_run_killed_midway_leaves_valid_json_of_what_it_finished(tmp_path, monkeypatch):
+    clock = FakeClock()
+    stub_steps(monkeypatch, clock)
+    stubbed_prepare = suite_module.Suite.prepare
+    calls = []
+
+    def prepare_then_die(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a timeout's signal would end the process
+        return stubbed_prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(suite_module.Suite, "prepare", prepare_then_die)
+    out = tmp_path / "suite.json"
+    with pytest.raises(KeyboardInterrupt):
+        suite_module.main(["--out", str(out), "--cases", "ts_train", "--dtypes", "bfloat16", "--batches", "32,64,128",
+                           "--memory_limit_gb", "1", "--no_profile"], clock=clock)
+    written = json.loads(out.read_text())
+    assert [r["batch"] for r in written["results"]] == [32, 64] and not written["complete"]
+    assert "| ts_train | 64 |" in written["table_markdown"]
+    assert not (tmp_path / "suite.json.tmp").exists()
+
+
 def test_bad_flags_are_rejected(tmp_path):
     out = str(tmp_path / "x.json")
     for argv in (["--batches", "2,huge"], ["--cases", "nope"], ["--steps", "0"], ["--peak_tflops", "-1"],
