@@ -19,15 +19,15 @@ convolutions, FFTs and the optimiser); optionally the joint step with the GRU sc
 shapes on this host's CPUs (``--data_dir``), beside the fastest joint step's consumption.
 
 Order and budget: the work runs most-wanted first (bfloat16 before float32; ``ts_train`` at
-batch 32, its largest batch and its profile first; then the other cases at batch 32, their largest
-batches, the remat retries, and batches 8 and 2; see ``Suite.plan``) and each item is started only if the time it is
-expected to take (the case's last measurement) is left of ``--budget_seconds``, counted from the
-start; what is not started is recorded under ``skipped``. The JSON (``--out``) is rewritten after
+batch 32, its largest batch and its profile first; then the other cases at batch 32, their
+largest batches, the remat retries, and batches 8 and 2; see ``Suite.plan``) and each item is
+started only if the time it is expected to take (the case's last measurement) is left of
+``--budget_seconds``, counted from the start; what is not started is recorded under ``skipped``. The JSON (``--out``) is rewritten after
 every item, so a run that is killed still leaves valid JSON of what it finished.
 
     python benchmarks/accelerator_suite.py --out /tmp/accel.json                 # on a GPU host
     python benchmarks/accelerator_suite.py --tiny --cases ir_train --dtypes float32 --batches 2,max \
-        --memory_limit_gb 0.05 --out /tmp/tiny.json                              # CPU smoke run
+        --max_batch 4 --memory_limit_gb 0.012 --profile_case ir_train --out /tmp/tiny.json  # CPU smoke
 
 Peak TFLOP/s looked up from the device kind (dense, no sparsity; float32 matmuls on these GPUs run
 as TF32 under JAX's default precision, so the float32 peak is the TF32 one): H100 SXM / H200 /
