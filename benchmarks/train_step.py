@@ -165,8 +165,9 @@ def gt_roll_separation_step(graphdef: nnx.GraphDef, tx: optax.GradientTransforma
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, state.rest)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        with jax.named_scope("optimizer"):  # as in steps.make_train_step, for profiles
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
         metrics = dict(loss=loss, separation_loss=loss, grad_norm=optax.tree.norm(grads),
                        learning_rate=schedule(state.step))
         return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
