@@ -123,6 +123,25 @@ def records_dataset_dir(data_dir: str):
     return records.dataset_dir(data_dir)
 
 
+def index_size(num_tracks: int, windows_per_track: int, num_shards: int = 256) -> int:
+    """Bytes of the saved record index of a split of ``num_tracks`` tracks (Slakh-style track ids)."""
+    import numpy as np
+
+    from jointist_jax import storage
+    from jointist_jax.data import records
+
+    rows = num_tracks * windows_per_track
+    files = [storage.path(f"/data/slakh2100-train.tfrecord-{i:05d}-of-{num_shards:05d}") for i in range(num_shards)]
+    index = records.RecordIndex(
+        files=files, file_index=(np.arange(rows) * num_shards // rows).astype(np.int32),
+        offset=np.arange(rows, dtype=np.int64) * 5_000_000, length=np.full(rows, 5_000_000, np.int64),
+        track_id=np.asarray([f"Track{t + 1:05d}" for t in range(num_tracks) for _ in range(windows_per_track)]),
+        window_index=np.tile(np.arange(windows_per_track), num_tracks).astype(np.int64),
+        window_start=np.tile(np.arange(windows_per_track) * 480_000, num_tracks).astype(np.int64),
+        track_length=np.full(rows, 4_000_000, np.int64))
+    return len(records.serialize_index(index, [1 << 30] * num_shards))
+
+
 def print_data_path(data_dir: str, split: str, args) -> None:
     """The open cost and both stages' throughput on one copy of the dataset."""
     o = measure_open(data_dir, split)
@@ -169,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     build_slakh.write_record_indexes(records_dataset_dir(data_dir))  # a dataset built before the index existed
     print(f"input pipeline ({args.split}), {jax.device_count()} {jax.default_backend()} device(s), "
           f"{args.steps} batches after {args.warmup} warm-up")
+    for tracks in (100, 1500):  # windows per track: Slakh2100's mean track (~4 min) at the 30-s hop
+        size = index_size(tracks, 12)
+        print(f"saved record index of {tracks} tracks x 12 windows, 256 shards: {size / 1e3:.1f} kB "
+              f"({size / (tracks * 12):.0f} bytes per window)")
     print(f"local disk: {data_dir}")
     print_data_path(data_dir, args.split, args)
     if args.gcs_emulator:

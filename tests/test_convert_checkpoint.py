@@ -225,6 +225,30 @@ def test_cli_writes_an_orbax_workdir_that_load_model_reads(narrow, tmp_path, cap
 
 
 @pytest.mark.slow
+def test_cli_reads_and_writes_a_bucket(narrow, gcs, capsys):
+    """--ckpt and --out in a bucket (GCS emulator on 127.0.0.1): the weights load back from there."""
+    from jointist_jax import storage
+
+    bucket = gcs.new_bucket()
+    storage.copy_file(narrow["path"], f"gs://{bucket}/released/transcription1000.ckpt")
+    out = f"gs://{bucket}/weights/transcription"
+    code = cli.main(["--ckpt", f"gs://{bucket}/released/transcription1000.ckpt", "--module", "transcription",
+                     "--out", out])
+    assert code == 0, capsys.readouterr().err
+    model, config, step = checkpoints.load_model(out)
+    assert step == 0 and config.stage == "transcription"
+    for (path, ours), (_, converted) in zip(nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))),
+                                            nnx.to_flat_state(nnx.state(narrow["model"], (nnx.Param, nnx.BatchStat)))):
+        np.testing.assert_array_equal(np.asarray(ours[...]), np.asarray(converted[...]), err_msg=str(path))
+    assert cli.main(["--ckpt", f"gs://{bucket}/missing.ckpt", "--module", "transcription",
+                     "--out", f"gs://{bucket}/w2"]) == 2
+    assert f"gs://{bucket}/missing.ckpt" in capsys.readouterr().err
+    assert cli.main(["--ckpt", str(narrow["path"]), "--module", "transcription",
+                     "--out", "gs://no-such-bucket-z/w"]) == 2
+    assert "gs://no-such-bucket-z does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_joint_checkpoint_round_trips_through_orbax(joint, tmp_path):
     out = convert.convert_checkpoint(joint["path"], tmp_path / "joint", "joint")
     config = run_dir.RunDir.at(out).read_config()

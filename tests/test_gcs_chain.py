@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 
-import fsspec
 import jax
 import numpy as np
 import pytest
@@ -37,12 +36,10 @@ def run_script(script: str, args: list[str], cwd, timeout: float = 500) -> subpr
                           text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def bucket(gcs, tmp_path_factory):
-    """A bucket holding the rendered dataset under ``slakh2100/`` (12-s songs: one 10-s clip each)."""
+def make_bucket(gcs, local) -> str:
+    """A bucket holding a rendered dataset under ``slakh2100/`` (12-s songs: one 10-s clip each)."""
     from data_pipelines import synth_slakh
 
-    local = tmp_path_factory.mktemp("slakh_for_bucket")
     assert synth_slakh.main(["--out", str(local), "--seconds", "12", "--seed", "3",
                              "--splits", "train=3,validation=1,test=1", "--workers", "2"]) == 0
     name = gcs.new_bucket()
@@ -50,14 +47,7 @@ def bucket(gcs, tmp_path_factory):
     return name
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """The working directory of every command; it must stay empty."""
-    return tmp_path_factory.mktemp("cwd")
-
-
-@pytest.fixture(scope="module")
-def built(bucket, workspace, tmp_path_factory):
+def build_in_bucket(bucket, workspace) -> str:
     from data_pipelines import build_slakh
 
     before = os.getcwd()
@@ -71,17 +61,13 @@ def built(bucket, workspace, tmp_path_factory):
     return f"gs://{bucket}/tfds"
 
 
-@pytest.mark.slow
-def test_build_from_bucket_into_bucket_matches_a_local_build(bucket, built, tmp_path):
+def check_build_matches_a_local_build(bucket, built, tmp_path):
     from data_pipelines import build_slakh
 
     remote = records.open_dataset(built)
     assert storage.is_remote(remote.path) and os.fspath(remote.path).endswith("slakh2100/clips/1.0.0")
     assert (remote.path / "dataset_info.json").is_file()
-    local_copy = tmp_path / "slakh"
-    fs = fsspec.filesystem("gs")
-    fs.get(f"{bucket}/slakh2100", str(local_copy), recursive=True)
-    build_slakh.build(local_copy, tmp_path / "tfds", workers=1)
+    build_slakh.build(tmp_path / "slakh", tmp_path / "tfds", workers=1)  # the rendered, uploaded dataset
     local = records.open_dataset(tmp_path / "tfds")
     for split in ("train", "validation", "test"):
         assert records.load_index(remote, split) is not None  # the build left the record index
@@ -94,11 +80,8 @@ def test_build_from_bucket_into_bucket_matches_a_local_build(bucket, built, tmp_
             assert ra.bytes_read == int(a.length.sum())  # ranged reads: exactly the records' bytes
 
 
-@pytest.mark.slow
-def test_pipeline_batches_from_the_bucket_equal_local_ones(built, tmp_path):
+def check_pipeline_batches_equal_local_ones(built, tmp_path):
     local = tmp_path / "tfds"
-    fs = fsspec.filesystem("gs")
-    fs.get(built.partition("://")[2], str(local), recursive=True)
     options = dict(global_batch=2, num_positive=2, clip_seconds=2.0, seed=5, start_step=3,
                    process_index=0, process_count=1)
     with pipeline.make_train_iterator(built, "train", **options) as remote_pipe, \
@@ -120,14 +103,13 @@ def _event_scalars(logdir: str) -> dict[str, list[float]]:
             local.flush()
             for event in tf.compat.v1.train.summary_iterator(local.name):
                 for value in event.summary.value:
-                    number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
-                              else value.simple_value)
-                    values.setdefault(value.tag, []).append(number)
+                    number = tf.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
+                    if np.ndim(number) == 0:  # scalars only (evaluations also log images and audio)
+                        values.setdefault(value.tag, []).append(float(number))
     return values
 
 
-@pytest.fixture(scope="module")
-def transcription_run(bucket, built, workspace):
+def train_transcription(bucket, built, workspace) -> str:
     workdir = f"gs://{bucket}/runs/transcription"
     proc = run_script("launch/train.py", ["--config=transcription:runlocal", f"--workdir={workdir}",
                                           f"--config.data.data_dir={built}", "--config.total_steps=2",
@@ -136,8 +118,7 @@ def transcription_run(bucket, built, workspace):
     return workdir
 
 
-@pytest.mark.slow
-def test_training_writes_checkpoints_config_and_tensorboard_to_the_bucket(transcription_run, workspace):
+def check_training_outputs(transcription_run, workspace):
     run = run_dir.RunDir.at(transcription_run)
     assert run.saved_steps() == [2]
     assert run.read_config().stage == "transcription"
@@ -152,8 +133,7 @@ def _joint_flags(workdir, built, transcription_run) -> list[str]:
             "--config.data.global_batch=8", "--config.data.eval_batches=0", "--config.log_every=1"]
 
 
-@pytest.fixture(scope="module")
-def joint_run(bucket, built, transcription_run, workspace):
+def train_joint_killed_and_resumed(bucket, built, transcription_run, workspace) -> str:
     """joint_pretrained from the bucket transcription run: killed at step 3, then resumed."""
     workdir = f"gs://{bucket}/runs/joint"
     proc = run_train(_joint_flags(workdir, built, transcription_run), cwd=workspace)
@@ -167,9 +147,7 @@ def joint_run(bucket, built, transcription_run, workspace):
     return workdir
 
 
-@pytest.mark.slow
-def test_killed_and_resumed_joint_run_equals_an_uninterrupted_one(bucket, built, transcription_run, joint_run,
-                                                                   workspace):
+def check_resumed_equals_uninterrupted(bucket, built, transcription_run, joint_run, workspace):
     import orbax.checkpoint as ocp
 
     uninterrupted = f"gs://{bucket}/runs/joint_uninterrupted"
@@ -186,8 +164,7 @@ def test_killed_and_resumed_joint_run_equals_an_uninterrupted_one(bucket, built,
     assert list(workspace.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_evaluation_writes_metrics_and_tensorboard_into_the_bucket(joint_run, built, workspace):
+def check_evaluation(joint_run, built, workspace):
     proc = run_script("launch/eval.py", ["--config=joint_pretrained:runlocal", f"--workdir={joint_run}",
                                          f"--config.data.data_dir={built}", "--media_songs=1"], cwd=workspace)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -200,8 +177,7 @@ def test_evaluation_writes_metrics_and_tensorboard_into_the_bucket(joint_run, bu
     assert list(workspace.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_transcribe_reads_checkpoint_and_audio_from_the_bucket_and_writes_there(bucket, joint_run, workspace):
+def check_transcription(bucket, joint_run, workspace):
     from jointist_jax.inference import cli
 
     song = f"gs://{bucket}/slakh2100/test"
@@ -223,8 +199,7 @@ def test_transcribe_reads_checkpoint_and_audio_from_the_bucket_and_writes_there(
     assert list(workspace.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_bad_bucket_paths_name_the_path(bucket, built, joint_run, workspace):
+def check_bad_paths(bucket, built, joint_run, workspace):
     # A missing bucket, for the workdir and the data.
     proc = run_script("launch/train.py", ["--config=transcription:runlocal", "--workdir=gs://no-such-bucket-x/run",
                                           f"--config.data.data_dir={built}"], cwd=workspace, timeout=200)
@@ -247,3 +222,21 @@ def test_bad_bucket_paths_name_the_path(bucket, built, joint_run, workspace):
     storage.remove_tree(half)
     assert list(workspace.iterdir()) == []
     assert not (ROOT / "gs:").exists() and not os.path.exists("gs:")
+
+
+@pytest.mark.slow
+def test_whole_chain_in_a_bucket(gcs, tmp_path):
+    """One test, so that the steps, which build on each other, run in order in one process."""
+    workspace = tmp_path / "cwd"
+    workspace.mkdir()
+    bucket = make_bucket(gcs, tmp_path / "slakh")
+    built = build_in_bucket(bucket, workspace)
+    check_build_matches_a_local_build(bucket, built, tmp_path)
+    check_pipeline_batches_equal_local_ones(built, tmp_path)
+    transcription = train_transcription(bucket, built, workspace)
+    check_training_outputs(transcription, workspace)
+    joint = train_joint_killed_and_resumed(bucket, built, transcription, workspace)
+    check_resumed_equals_uninterrupted(bucket, built, transcription, joint, workspace)
+    check_evaluation(joint, built, workspace)
+    check_transcription(bucket, joint, workspace)
+    check_bad_paths(bucket, built, joint, workspace)

@@ -149,7 +149,7 @@ def read_metadata(track_dir: str) -> list[StemInfo]:
     Raises:
       SlakhFormatError: naming the file and the field, if it is missing or malformed.
     """
-    path = os.path.join(track_dir, "metadata.yaml")
+    path = os.fspath(storage.path(track_dir) / "metadata.yaml")
     try:
         meta = yaml.safe_load(storage.path(path).read_bytes())
     except OSError as e:
@@ -268,9 +268,10 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
       SlakhFormatError: malformed metadata or a multi-instrument MIDI file.
       TrackSkipped: a track that cannot give a correct example, with the reason.
     """
-    track_id = os.path.basename(os.path.normpath(track_dir))
+    folder = storage.path(track_dir)
+    track_id = folder.name
     stems = read_metadata(track_dir)
-    mix = read_audio(os.path.join(track_dir, "mix.flac"), sample_rate, track_id, "mix")
+    mix = read_audio(os.fspath(folder / "mix.flac"), sample_rate, track_id, "mix")
     n = mix.shape[0]
     if n < clip_samples:
         raise TrackSkipped(track_id, f"audio is {n / sample_rate:.2f} s long, shorter than one "
@@ -281,10 +282,10 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
     for stem in stems:
         if not stem.midi_saved:
             continue
-        note_parts.append(read_stem_notes(os.path.join(track_dir, "MIDI", f"{stem.stem_id}.mid"),
+        note_parts.append(read_stem_notes(os.fspath(folder / "MIDI" / f"{stem.stem_id}.mid"),
                                           stem, track_id))
         if stem.audio_rendered:
-            audio = read_audio(os.path.join(track_dir, "stems", f"{stem.stem_id}.flac"),
+            audio = read_audio(os.fspath(folder / "stems" / f"{stem.stem_id}.flac"),
                                sample_rate, track_id, f"stem {stem.stem_id}")
             audio = _fit_length(audio, n, sample_rate, track_id, f"stem {stem.stem_id}")
             if stem.class_index in class_audio:

@@ -380,15 +380,18 @@ def save_index(dataset: ClipDataset, split: str) -> storage.Path:
     The file also records each shard's name and size, so a reader can tell that it still
     describes the shards that are there."""
     files = dataset.split_files(split)
-    index = scan_index(files)
     sizes = dataset.file_sizes()
-    buffer = io.BytesIO()
-    np.savez(buffer, file_names=np.asarray([f.name for f in files]),
-             file_sizes=np.asarray([sizes[f.name] for f in files], np.int64),
-             **{k: getattr(index, k) for k in _COLUMNS})
     target = dataset.index_file(split)
-    target.write_bytes(buffer.getvalue())
+    target.write_bytes(serialize_index(scan_index(files), [sizes[f.name] for f in files]))
     return target
+
+
+def serialize_index(index: RecordIndex, file_sizes: list[int]) -> bytes:
+    """The bytes of a saved record index (an ``.npz`` of its columns and its shards' names and sizes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, file_names=np.asarray([f.name for f in index.files]),
+             file_sizes=np.asarray(file_sizes, np.int64), **{k: getattr(index, k) for k in _COLUMNS})
+    return buffer.getvalue()
 
 
 def load_index(dataset: ClipDataset, split: str) -> RecordIndex | None:

@@ -31,7 +31,7 @@ from jointist_jax.inference.outputs import stem_filename
 from jointist_jax.inference.windows import SAMPLE_RATE
 
 METRICS_FILE = run_dir.METRICS_FILE
-_CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "ap")
+_CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "ap", "ap_paper_compat")
 
 
 def charted_metrics(result: EvalResult) -> list[str]:
@@ -127,7 +127,7 @@ def format_summary(result: EvalResult, *, headline_only: bool = False) -> str:
     headline = ("note_f1/flat", "note_f1/instrument_wise", "note_f1/piece_wise", "note_with_offset_f1/flat",
                 "frame_f1/flat", "note_f1_paper_compat/flat", "mt3/onset_offset_program_f1/full_program",
                 "sdr/source_wise", "sdr/piece_wise", "sdr/instrument_wise", "ir_mAP/macro", "ir_f1/macro",
-                "ir_f1/samples")
+                "ir_f1/samples", "ir_mAP_paper_compat/macro", "ir_f1_paper_compat/macro")
     names = sorted(result.scalars)
     if headline_only:
         names = [n for n in names if n.split("/", 1)[-1] in headline or n == "num_songs"]
