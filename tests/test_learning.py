@@ -13,9 +13,9 @@ against the targets, so a target that drifts from the audio is caught:
 * the joint stage's separator SDR on its training clip is well above the untrained model's.
 
 Dropout is off during these runs (memorisation is what it prevents); BatchNorm trains on batch
-statistics and is evaluated with its running ones, as in real use. Together the runs take about
-1.5 minutes on an idle 2-core CPU (the transcriber trains 300 steps, then the joint model, started
-from it as ``joint_pretrained`` is, 100 more).
+statistics and is evaluated with its running ones, as in real use. The transcriber trains 300
+steps, then the joint model, started from it as ``joint_pretrained`` is, 100 more: about two
+minutes on a 2-core CPU (3.5 minutes measured while other jobs shared the cores).
 """
 
 from __future__ import annotations
