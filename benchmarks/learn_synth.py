@@ -47,6 +47,8 @@ CURVE = ("note_f1/flat", "frame_f1/flat", "sdr/source_wise")
 
 def _common(config, args, steps: int) -> None:
     config.data.data_dir = args.data_dir
+    if args.global_batch is not None:
+        config.data.global_batch = args.global_batch
     config.total_steps = steps
     config.checkpoint_every = max(steps // args.points, 1)
     config.keep_checkpoints = args.points + 2
@@ -63,8 +65,6 @@ def build_config(args, stage: str):
     if stage == "transcription":
         config = configs.transcription.get_config("runlocal")
         _common(config, args, args.steps)
-        if args.global_batch is not None:
-            config.data.global_batch = args.global_batch
         if args.lr is not None:
             config.optimizer.lr = args.lr
         if args.warmup_steps is not None:
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output_prior", type=float, default=None,
                         help="transcriber output_prior (default: runlocal's; 0 = the reference's initialisation)")
     parser.add_argument("--split", default="test", help="held-out split of whole songs")
-    parser.add_argument("--global_batch", type=int, default=None, help="transcriber clips per step (default: runlocal's)")
+    parser.add_argument("--global_batch", type=int, default=None, help="clips per step of every stage (default: each runlocal's)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
