@@ -1,17 +1,23 @@
-r"""Learning check on the synthetic data: does ``transcription:runlocal`` learn to transcribe?
+r"""Learning curves on the synthetic data: held-out scores against training steps, on CPU.
 
-Trains the tiny ``transcription:runlocal`` model for a fixed number of steps on CPU, then
-evaluates whole held-out songs (``launch/eval.py``'s evaluator, ground-truth instruments,
-default thresholds 0.1) for the trained model and for the same model untrained (the trainer's
-initialisation: same seed), and prints both side by side.
+Three stages, each trained with its ``runlocal`` recipe on the demo's synthetic dataset and
+evaluated on whole held-out songs (``launch/eval.py``'s evaluator, ground-truth instruments,
+thresholds 0.1) at its checkpoints:
+
+* ``transcription``: note and frame F1 (flat) from the untrained model (step 0, the trainer's
+  own initialisation) to ``--steps``;
+* ``joint``: the paper's pTS, ``joint_pretrained:runlocal`` started from the transcriber just
+  trained: SDR (and note F1) from step 1 (learning rate 0 at step 0: the untrained separator) to
+  ``--joint_steps``;
+* ``ir``: the recognizer, ``ir:runlocal``: held-out mAP over songs, untrained and after
+  ``--ir_steps``.
 
   make demo                                   # renders and packs demo/tfds first
-  .venv/bin/python benchmarks/learn_synth.py  # 3000 steps, ~25 min on a 2-core CPU
-  .venv/bin/python benchmarks/learn_synth.py --steps 300 --split validation   # quicker, weaker
+  .venv/bin/python benchmarks/learn_synth.py  # numbers in README.md ("Learning")
+  .venv/bin/python benchmarks/learn_synth.py --stages transcription --steps 300 --split validation
 
-runlocal's training settings apply, with ``--lr`` and ``--warmup_steps`` as given (the runlocal
-defaults) and the learning-rate decay off (one fixed budget). ``--workdir`` keeps the run (and
-resumes it when run again); by default a temporary folder is used and removed.
+``--workdir`` keeps the runs (and resumes them when run again); by default a temporary folder is
+used and removed.
 """
 
 from __future__ import annotations
@@ -32,44 +38,95 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-HEADLINE = ("note_f1/flat", "note_f1/instrument_wise", "note_f1/piece_wise", "note_precision/flat",
-            "note_recall/flat", "note_with_offset_f1/flat", "frame_f1/flat", "frame_f1/instrument_wise",
+STAGES = ("transcription", "joint", "ir")
+HEADLINE = ("note_f1/flat", "note_f1/instrument_wise", "note_precision/flat", "note_recall/flat",
+            "note_with_offset_f1/flat", "frame_f1/flat", "frame_f1/instrument_wise",
             "mt3/onset_offset_program_f1/full_program")
+CURVE = ("note_f1/flat", "frame_f1/flat", "sdr/source_wise")
 
 
-def build_config(args):
-    import configs.transcription
-
-    config = configs.transcription.get_config("runlocal")
+def _common(config, args, steps: int) -> None:
     config.data.data_dir = args.data_dir
-    config.total_steps = args.steps
-    config.checkpoint_every = max(args.steps // 4, 1)
-    config.keep_checkpoints = 1
-    config.data.eval_batches = 0
-    config.log_every = max(args.steps // 20, 1)
     if args.global_batch is not None:
         config.data.global_batch = args.global_batch
-    if args.lr is not None:
-        config.optimizer.lr = args.lr
-    if args.warmup_steps is not None:
-        config.optimizer.warmup_steps = args.warmup_steps
-    config.optimizer.decay_every = max(args.steps * 10, 1)  # no decay within the budget
+    config.total_steps = steps
+    config.checkpoint_every = max(steps // args.points, 1)
+    config.keep_checkpoints = args.points + 2
+    config.data.eval_batches = 0
+    config.log_every = max(steps // 10, 1)
+
+
+def build_config(args, stage: str):
+    """The stage's runlocal config for a fixed budget (no learning-rate decay inside it)."""
+    import configs.ir
+    import configs.joint_pretrained
+    import configs.transcription
+
+    if stage == "transcription":
+        config = configs.transcription.get_config("runlocal")
+        _common(config, args, args.steps)
+        if args.lr is not None:
+            config.optimizer.lr = args.lr
+        if args.warmup_steps is not None:
+            config.optimizer.warmup_steps = args.warmup_steps
+        if args.output_prior is not None:
+            config.model.transcriber.output_prior = args.output_prior
+        config.optimizer.decay_every = max(args.steps * 10, 1)  # no decay within the budget
+    elif stage == "joint":
+        config = configs.joint_pretrained.get_config("runlocal")
+        _common(config, args, args.joint_steps)
+        config.optimizer.decay_every = max(args.joint_steps * 10, 1)
+    else:
+        config = configs.ir.get_config("runlocal")
+        _common(config, args, args.ir_steps)
+        config.optimizer.decay_every = max(args.ir_steps * 10, 1)
     return config
+
+
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _row(result, keys) -> dict[str, float | None]:
+    return {k: result.scalars.get(f"gt_instruments/{k}") for k in keys}
+
+
+def _fmt(value) -> str:
+    return f"{value:>9.4f}" if value is not None else f"{'-':>9}"
+
+
+def _print_curve(title: str, curve: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'step':>6} {'train s':>8} " + " ".join(f"{k:>16}" for k in CURVE))
+    for point in curve:
+        print(f"{point['step']:>6} {point['train_seconds']:>8.0f} "
+              + " ".join(f"{_fmt(point['metrics'].get(k)):>16}" for k in CURVE))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="demo/tfds", help="TFDS dir of the synthetic dataset (make demo)")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps (the fixed budget)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: runlocal's)")
-    parser.add_argument("--warmup_steps", type=int, default=None, help="warm-up steps (default: runlocal's)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    parser.add_argument("--steps", type=int, default=1200, help="transcriber training steps (the fixed budget)")
+    parser.add_argument("--joint_steps", type=int, default=300, help="joint (pTS) training steps")
+    parser.add_argument("--ir_steps", type=int, default=300, help="recognizer training steps")
+    parser.add_argument("--points", type=int, default=4, help="evaluated checkpoints per stage (besides step 0)")
+    parser.add_argument("--lr", type=float, default=None, help="transcriber learning rate (default: runlocal's)")
+    parser.add_argument("--warmup_steps", type=int, default=None, help="transcriber warm-up (default: runlocal's)")
+    parser.add_argument("--output_prior", type=float, default=None,
+                        help="transcriber output_prior (default: runlocal's; 0 = the reference's initialisation)")
     parser.add_argument("--split", default="test", help="held-out split of whole songs")
-    parser.add_argument("--global_batch", type=int, default=None, help="clips per step (default: runlocal's)")
-    parser.add_argument("--workdir", default=None, help="keep the run here (default: a temporary folder)")
+    parser.add_argument("--global_batch", type=int, default=None, help="clips per step of every stage (default: each runlocal's)")
+    parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error("--steps must be >= 1")
+    stages = [s for s in args.stages.split(",") if s]
+    if not stages or any(s not in STAGES for s in stages):
+        parser.error(f"--stages must be a comma-separated subset of {STAGES}, got {args.stages!r}")
+    if "joint" in stages and "transcription" not in stages:
+        parser.error("--stages joint starts from the transcriber trained here: add transcription")
+    if min(args.steps, args.joint_steps, args.ir_steps, args.points) < 1:
+        parser.error("--steps, --joint_steps, --ir_steps and --points must be >= 1")
     if not Path(args.data_dir).expanduser().exists():
         parser.error(f"--data_dir {args.data_dir!r} does not exist: run `make demo` first (it builds demo/tfds)")
     logging.basicConfig(level=logging.WARNING)
@@ -80,39 +137,89 @@ def main(argv=None) -> int:
     from jointist_jax.evaluator import EvalOptions, evaluate_run
     from jointist_jax.train import checkpoints, model_factory, trainer
 
-    config = build_config(args)
     temp = None if args.workdir else tempfile.TemporaryDirectory(prefix="learn_synth-")
     root = Path(args.workdir or temp.name)
-    untrained_dir, trained_dir = root / "untrained", root / "trained"
-    print(f"learn_synth: transcription:runlocal, {args.steps} steps, lr {config.optimizer.lr:g}, "
-          f"warm-up {config.optimizer.warmup_steps}, {config.data.global_batch} clips x "
-          f"{config.data.num_positive + config.data.num_negative} rows of {config.data.clip_seconds:g} s; "
-          f"data {args.data_dir}; {common.environment()}", flush=True)
-
-    # The trainer's own initialisation (same seeds), saved as step 0.
-    init = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
-    checkpoints.save_model(untrained_dir, config, init)
-    start = time.perf_counter()
-    trainer.train_and_evaluate(config, str(trained_dir))
-    train_seconds = time.perf_counter() - start
-
     options = EvalOptions(split=args.split, media_songs=0)
-    results = {}
-    for name, path in (("untrained", untrained_dir), ("trained", trained_dir)):
-        results[name] = evaluate_run(path, args.data_dir, options)
-    songs = int(results["trained"].scalars["num_songs"])
-    print(f"\ntrained {args.steps} steps in {train_seconds:.0f} s ({args.steps / train_seconds:.2f} steps/s); "
-          f"held-out split {args.split!r}: {songs} songs, ground-truth instruments, thresholds 0.1")
-    print(f"{'metric':<44} {'untrained':>10} {'trained':>10}")
-    rows = {}
-    for metric in HEADLINE:
-        key = f"gt_instruments/{metric}"
-        rows[metric] = {name: results[name].scalars.get(key) for name in results}
-        print(f"{metric:<44} {rows[metric]['untrained']:>10.4f} {rows[metric]['trained']:>10.4f}")
+    report: dict = {"split": args.split, "environment": common.environment()}
+    print(f"learn_synth: stages {','.join(stages)}; data {args.data_dir}, held-out split {args.split!r}; "
+          f"{common.environment()}", flush=True)
+
+    def train(config, workdir: Path) -> float:
+        start = time.perf_counter()
+        trainer.train_and_evaluate(config, str(workdir))
+        return time.perf_counter() - start
+
+    def untrained(config, workdir: Path) -> Path:
+        """The trainer's initialisation (same seeds), saved as step 0."""
+        init = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+        checkpoints.save_model(workdir, config, init)
+        return workdir
+
+    if "transcription" in stages:
+        config = build_config(args, "transcription")
+        t = config.model.transcriber
+        print(f"\n== transcription:runlocal, {args.steps} steps, lr {config.optimizer.lr:g}, warm-up "
+              f"{config.optimizer.warmup_steps}, output_prior {t.output_prior:g}, {config.data.global_batch} clips x "
+              f"{config.data.num_positive + config.data.num_negative} rows of {config.data.clip_seconds:g} s",
+              flush=True)
+        init_result = evaluate_run(untrained(config, root / "untrained"), args.data_dir, options)
+        seconds = train(config, root / "trained")
+        curve = [dict(step=0, train_seconds=0.0, metrics=_row(init_result, CURVE))]
+        results = {}
+        for step in _checkpoint_steps(root / "trained"):
+            results[step] = evaluate_run(root / "trained" / "checkpoints" / str(step), args.data_dir, options)
+            curve.append(dict(step=step, train_seconds=seconds * step / args.steps,
+                              metrics=_row(results[step], CURVE)))
+        final = results[max(results)]
+        songs = int(final.scalars["num_songs"])
+        _print_curve(f"transcriber: {songs} held-out songs, ground-truth instruments; trained {args.steps} "
+                     f"steps in {seconds:.0f} s ({args.steps / seconds:.2f} steps/s; train s interpolated)", curve)
+        print(f"\n{'metric':<44} {'untrained':>10} {'trained':>10}")
+        rows = {}
+        for metric in HEADLINE:
+            before, after = _row(init_result, [metric])[metric], _row(final, [metric])[metric]
+            rows[metric] = {"untrained": before, "trained": after}
+            print(f"{metric:<44} {_fmt(before):>10} {_fmt(after):>10}")
+        report.update(steps=args.steps, train_seconds=seconds, songs=songs, metrics=rows, curve=curve)
+
+    if "joint" in stages:
+        config = build_config(args, "joint")
+        config.init_from = str(root / "trained")
+        print(f"\n== joint_pretrained:runlocal from that transcriber, {args.joint_steps} steps, lr "
+              f"{config.optimizer.lr:g}", flush=True)
+        # Step 1 first: step 0's learning rate is 0, so checkpoint 1 is the pretrained transcriber
+        # beside the untrained separator.
+        first = config.copy_and_resolve_references()
+        first.total_steps = 1
+        seconds = train(first, root / "joint")
+        seconds += train(config, root / "joint")
+        curve = []
+        for step in _checkpoint_steps(root / "joint"):
+            result = evaluate_run(root / "joint" / "checkpoints" / str(step), args.data_dir, options)
+            curve.append(dict(step=step, train_seconds=seconds * step / args.joint_steps,
+                              metrics=_row(result, CURVE)))
+        _print_curve(f"joint (pTS): SDR and F1 on the held-out songs; trained {args.joint_steps} steps in "
+                     f"{seconds:.0f} s", curve)
+        report["joint"] = dict(steps=args.joint_steps, train_seconds=seconds, curve=curve)
+
+    if "ir" in stages:
+        config = build_config(args, "ir")
+        print(f"\n== ir:runlocal, {args.ir_steps} steps, lr {config.optimizer.lr:g}, "
+              f"{config.data.global_batch} clips of {config.data.clip_seconds:g} s", flush=True)
+        before = evaluate_run(untrained(config, root / "ir_untrained"), args.data_dir, options)
+        seconds = train(config, root / "ir")
+        after = evaluate_run(root / "ir", args.data_dir, options)
+        keys = sorted(k for k in after.scalars if k.startswith("recognition/") and "mAP" in k)
+        print(f"\nrecognizer: trained {args.ir_steps} steps in {seconds:.0f} s")
+        print(f"{'metric':<44} {'untrained':>10} {'trained':>10}")
+        rows = {}
+        for key in keys + ["recognition/f1/macro"] if "recognition/f1/macro" in after.scalars else keys:
+            rows[key] = {"untrained": before.scalars.get(key), "trained": after.scalars.get(key)}
+            print(f"{key:<44} {_fmt(rows[key]['untrained']):>10} {_fmt(rows[key]['trained']):>10}")
+        report["ir"] = dict(steps=args.ir_steps, train_seconds=seconds, metrics=rows)
+
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": args.steps, "train_seconds": train_seconds, "songs": songs,
-                                               "split": args.split, "metrics": rows,
-                                               "environment": common.environment()}, indent=1))
+        Path(args.json).write_text(json.dumps(report, indent=1))
     if temp is not None:
         temp.cleanup()
     return 0

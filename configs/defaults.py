@@ -99,14 +99,47 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> None:
     config.checkpoint_every = 50
 
 
-# Model sizes. "full" / "narrow" / "wide" are the reference's; "tiny" is for runlocal and tests.
+# Model sizes. "full" / "narrow" / "wide" are the reference's; "tiny" is for runlocal and tests;
+# "small" (between tiny and narrow) is for CPU learning checks.
 def transcriber_config(size: str) -> ml_collections.ConfigDict:
-    """Constructor arguments of :class:`jointist_jax.models.transcriber.Transcriber`."""
+    """Constructor arguments of :class:`jointist_jax.models.transcriber.Transcriber`.
+
+    ``output_prior`` (0: the reference's output-bias initialisation) and ``bn_momentum`` (0.99:
+    the reference's) are the reference's for every size; the runlocal recipes change them
+    (:func:`apply_runlocal_transcriber`).
+    """
     if size in ("narrow", "wide"):
-        return ml_collections.ConfigDict(dict(variant=size, acoustic_dim=768, gru_hidden=256))
+        return ml_collections.ConfigDict(dict(variant=size, acoustic_dim=768, gru_hidden=256, output_prior=0.0, bn_momentum=0.99))
+    if size == "small":
+        return ml_collections.ConfigDict(dict(variant=(16, 16, 32, 32), acoustic_dim=128, gru_hidden=64,
+                                              output_prior=0.0, bn_momentum=0.99))
     if size == "tiny":
-        return ml_collections.ConfigDict(dict(variant=(8, 8, 16, 16), acoustic_dim=64, gru_hidden=32))
-    raise ValueError(f"transcriber size must be narrow, wide or tiny, got {size!r}")
+        return ml_collections.ConfigDict(dict(variant=(8, 8, 16, 16), acoustic_dim=64, gru_hidden=32,
+                                              output_prior=0.0, bn_momentum=0.99))
+    raise ValueError(f"transcriber size must be narrow, wide, small or tiny, got {size!r}")
+
+
+# The posteriorgrams' starting value in the runlocal recipes: about the density of active cells in
+# the synthetic songs' frame rolls (1-2 %). Output biases at 0 start every posterior at 0.5; the
+# first steps' gradients are then hundreds of times larger than later ones, Adam's second-moment
+# estimate (b2 = 0.999, amsgrad's running maximum) keeps them, and every layer below the outputs
+# takes steps hundreds of times smaller for thousands of steps (README, "Learning").
+RUNLOCAL_OUTPUT_PRIOR = 0.02
+# BatchNorm running-statistics decay of the runlocal transcribers (Flax convention): PyTorch's
+# default momentum 0.1 instead of the reference's 0.01, whose statistics average the last ~100
+# steps and so lag weights that move quickly in a run of a few hundred steps; inference uses them.
+RUNLOCAL_BN_MOMENTUM = 0.9
+
+
+def apply_runlocal_separator(separator: ml_collections.ConfigDict) -> None:
+    """The runlocal recipe's separator BatchNorm setting (see :data:`RUNLOCAL_BN_MOMENTUM`)."""
+    separator.bn_momentum = RUNLOCAL_BN_MOMENTUM
+
+
+def apply_runlocal_transcriber(transcriber: ml_collections.ConfigDict) -> None:
+    """The runlocal recipe's transcriber initialisation and BatchNorm settings."""
+    transcriber.output_prior = RUNLOCAL_OUTPUT_PRIOR
+    transcriber.bn_momentum = RUNLOCAL_BN_MOMENTUM
 
 
 def separator_config(mode: str, size: str) -> ml_collections.ConfigDict:
@@ -122,7 +155,7 @@ def separator_config(mode: str, size: str) -> ml_collections.ConfigDict:
         channels = (4, 8, 8, 16, 16, 16)
     else:
         raise ValueError(f"separator size must be full or tiny, got {size!r}")
-    return ml_collections.ConfigDict(dict(mode=mode, hop=hop, channels=channels))
+    return ml_collections.ConfigDict(dict(mode=mode, hop=hop, channels=channels, bn_momentum=0.99))
 
 
 def recognizer_config(size: str) -> ml_collections.ConfigDict:

@@ -33,5 +33,8 @@ def get_config(arg: str | None = None):
     if args.runlocal:
         defaults.apply_runlocal(config)
         config.model.transcriber = defaults.transcriber_config("tiny")
+        # Posteriorgrams start at the notes' base rate, not 0.5; faster BatchNorm statistics.
+        defaults.apply_runlocal_transcriber(config.model.transcriber)
         config.model.separator = defaults.separator_config("sum", "tiny")
+        defaults.apply_runlocal_separator(config.model.separator)
     return config

@@ -32,4 +32,5 @@ def get_config(arg: str | None = None):
     if args.runlocal:
         defaults.apply_runlocal(config)
         config.model.separator = defaults.separator_config("standalone", "tiny")
+        defaults.apply_runlocal_separator(config.model.separator)
     return config

@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_pipelines.synth import dataset, fluidsynth, plan
+from data_pipelines.synth import compose, dataset, fluidsynth, plan
 from data_pipelines.synth.errors import SynthError
 
 
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of each composed song in seconds (ignored with --midi_dir, whose "
                         "files are rendered at full length)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--max_stems", type=int, default=compose.MAX_STEMS,
+                   help=f"at most this many parts per composed song ({compose.MIN_CORE_STEMS}.."
+                        f"{compose.MAX_STEMS}; default {compose.MAX_STEMS}: no cap)")
     p.add_argument("--midi_dir", type=Path, default=None,
                    help="render the *.mid/*.midi files under this folder instead of composing")
     p.add_argument("--soundfont", default=None,
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = dataset.Options(out=args.out, tracks=args.tracks, seconds=args.seconds,
                               seed=args.seed, midi_dir=args.midi_dir, soundfont=args.soundfont,
-                              splits=args.splits, workers=args.workers)
+                              splits=args.splits, workers=args.workers, max_stems=args.max_stems)
     try:
         dataset.synthesize(options, log=lambda line: print(line, flush=True))
     except SynthError as e:

@@ -233,13 +233,18 @@ def test_learn_synth_trains_and_compares_with_the_untrained_model(tiny_tfds_dir,
     from benchmarks import learn_synth
 
     out = tmp_path / "learn.json"
-    assert learn_synth.main(["--data_dir", str(tiny_tfds_dir), "--steps", "2", "--global_batch", "8",
-                             "--split", "validation", "--workdir", str(tmp_path / "run"), "--json", str(out)]) == 0
+    assert learn_synth.main(["--data_dir", str(tiny_tfds_dir), "--steps", "2", "--joint_steps", "2",
+                             "--ir_steps", "2", "--points", "1", "--global_batch", "8", "--split", "validation",
+                             "--workdir", str(tmp_path / "run"), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "untrained" in printed and "note_f1/flat" in printed
+    assert "untrained" in printed and "note_f1/flat" in printed and "sdr/source_wise" in printed
     numbers = json.loads(out.read_text())
     assert numbers["songs"] == 2 and numbers["steps"] == 2
     assert set(numbers["metrics"]["note_f1/flat"]) == {"untrained", "trained"}
+    assert [p["step"] for p in numbers["curve"]] == [0, 2]
+    assert [p["step"] for p in numbers["joint"]["curve"]] == [1, 2]
+    assert numbers["joint"]["curve"][0]["metrics"]["sdr/source_wise"] is not None
+    assert numbers["ir"]["metrics"] and all(set(v) == {"untrained", "trained"} for v in numbers["ir"]["metrics"].values())
     assert (tmp_path / "run" / "trained" / "checkpoints" / "2").is_dir()
 
 

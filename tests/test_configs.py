@@ -79,3 +79,17 @@ def test_config_names_resolve_to_files():
     assert train.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
     with pytest.raises(SystemExit, match="no config 'nope'.*joint_pretrained"):
         train.resolve_config_argument(["--config=nope"])
+
+
+def test_runlocal_recipes_change_initialisation_and_batchnorm_only_there():
+    for name in ("transcription", "joint_scratch", "joint_pretrained"):
+        module = importlib.import_module(f"configs.{name}")
+        full, local = module.get_config().model.transcriber, module.get_config("runlocal").model.transcriber
+        assert (full.output_prior, full.bn_momentum) == (0.0, 0.99)  # the reference's
+        assert (local.output_prior, local.bn_momentum) == (defaults.RUNLOCAL_OUTPUT_PRIOR, defaults.RUNLOCAL_BN_MOMENTUM)
+    for name in ("joint_scratch", "separation"):
+        module = importlib.import_module(f"configs.{name}")
+        assert module.get_config().model.separator.bn_momentum == 0.99
+        assert module.get_config("runlocal").model.separator.bn_momentum == defaults.RUNLOCAL_BN_MOMENTUM
+    small = defaults.transcriber_config("small")
+    assert tuple(small.variant) == (16, 16, 32, 32) and small.acoustic_dim == 128

@@ -253,6 +253,23 @@ def test_composition_rejects_bad_arguments():
         compose.compose_song(0, 0, 4.0)
 
 
+def test_max_stems_keeps_drums_bass_and_core_and_only_removes_parts():
+    for track in range(1, 13):
+        full = compose.compose_song(3, track, 8.0)
+        capped = compose.compose_song(3, track, 8.0, max_stems=3)
+        assert len(capped.parts) == min(3, len(full.parts))
+        # The cap removes parts and changes nothing else: every kept part is one of the song's.
+        assert all(part in full.parts for part in capped.parts)
+        assert (capped.tempo, capped.key, capped.chords) == (full.tempo, full.key, full.chords)
+        classes = {instruments.class_of_program(p.program) for p in capped.parts}
+        assert instruments.class_index("Drums") in classes and instruments.class_index("Bass") in classes
+        assert len(compose.compose_song(3, track, 8.0, max_stems=compose.MAX_STEMS).parts) == len(full.parts)
+    with pytest.raises(ValueError, match="max_stems must be in 3..9"):
+        compose.compose_song(0, 1, 4.0, max_stems=2)
+    with pytest.raises(SystemExit, match="--max_stems must be in 3..9"):
+        synth_slakh.main(["--out", "unused", "--seconds", "4", "--max_stems", "10", "--splits", "train=1"])
+
+
 # --- --midi_dir --------------------------------------------------------------------------------
 
 def _two_instrument_midi(path: Path) -> None:

@@ -117,6 +117,7 @@ PROGRESSIONS = {
 KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 MIN_STEMS, MAX_STEMS = 4, 9
+MIN_CORE_STEMS = 3  # drums, bass and the core part: the least ``max_stems`` allows
 # Shorter songs cannot hold a note of every part.
 MIN_SECONDS = 0.5
 MIN_NOTE_SECONDS = 0.02
@@ -199,12 +200,20 @@ def class_pitch_limits(class_index: int) -> tuple[int, int]:
     return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
-def compose_song(seed: int, track_number: int, seconds: float) -> Song:
+def compose_song(seed: int, track_number: int, seconds: float, max_stems: int = MAX_STEMS) -> Song:
     """Composes the song of track ``track_number`` (1-based) of a dataset rendered with ``seed``.
 
+    ``max_stems`` (3 to :data:`MAX_STEMS`) caps the number of parts: the song is the one composed
+    without the cap, keeping its drums, bass, core part and first extra parts (all its random
+    draws are the same, so the cap only removes parts).
+
     Raises:
-      ValueError: if ``seconds`` is below :data:`MIN_SECONDS` or ``track_number`` is below 1.
+      ValueError: if ``seconds`` is below :data:`MIN_SECONDS`, ``track_number`` is below 1 or
+        ``max_stems`` is outside 3..MAX_STEMS.
     """
+    if not MIN_CORE_STEMS <= max_stems <= MAX_STEMS:
+        raise ValueError(f"max_stems must be in {MIN_CORE_STEMS}..{MAX_STEMS} (drums, bass and a core part "
+                         f"at least), got {max_stems}")
     if not seconds >= MIN_SECONDS:
         raise ValueError(f"song length must be at least {MIN_SECONDS} s, got {seconds} s")
     if track_number < 1:
@@ -235,7 +244,9 @@ def compose_song(seed: int, track_number: int, seconds: float) -> Song:
     # Slakh's stem order carries no meaning, so neither does ours: drums are not always S00.
     order = rng.permutation(len(plan))
     parts = tuple(_make_part(rng, song, *plan[i]) for i in order)
-    return dataclasses.replace(song, parts=parts)
+    # The cap is applied after every draw, so a capped song is the uncapped one minus its last extras.
+    kept = tuple(part for i, part in zip(order, parts) if i < max_stems)
+    return dataclasses.replace(song, parts=kept)
 
 
 def _chords(song: Song, chord_beats: int) -> tuple[Chord, ...]:

@@ -41,6 +41,7 @@ class Options:
     soundfont: str | None = None
     splits: str = plan.DEFAULT_SPLITS
     workers: int = dataclasses.field(default_factory=default_workers)
+    max_stems: int = compose.MAX_STEMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,11 @@ def _plan_jobs(options: Options, log) -> tuple[dict[str, int], list]:
         if not options.seconds >= compose.MIN_SECONDS:
             raise SynthError(f"--seconds must be at least {compose.MIN_SECONDS}, got "
                              f"{options.seconds}")
+        if not compose.MIN_CORE_STEMS <= options.max_stems <= compose.MAX_STEMS:
+            raise SynthError(f"--max_stems must be in {compose.MIN_CORE_STEMS}..{compose.MAX_STEMS}, got "
+                             f"{options.max_stems}")
         counts = plan.split_counts(splits, options.tracks)
-        jobs = plan.composed_jobs(counts, options.seconds, options.seed)
+        jobs = plan.composed_jobs(counts, options.seconds, options.seed, options.max_stems)
     else:
         if options.seconds is not None:
             log("note: --seconds is ignored with --midi_dir; MIDI files are rendered at full "
@@ -123,7 +127,7 @@ def _plan_jobs(options: Options, log) -> tuple[dict[str, int], list]:
 
 
 def _record(options: Options, counts: dict[str, int], soundfont: Path) -> dict:
-    return {
+    record = {
         "version": RECORD_VERSION,
         "seed": options.seed,
         "seconds": None if options.midi_dir is not None else float(options.seconds),
@@ -131,6 +135,10 @@ def _record(options: Options, counts: dict[str, int], soundfont: Path) -> dict:
         "soundfont": str(soundfont),
         "tracks_per_split": dict(counts),
     }
+    if options.midi_dir is None and options.max_stems != compose.MAX_STEMS:
+        # Only when set, so folders rendered before the option existed still resume.
+        record["max_stems"] = options.max_stems
+    return record
 
 
 def _check_record(out: Path, record: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines.synth import compose
 from data_pipelines.synth.errors import SynthError
 from data_pipelines.synth.layout import SPLITS
 from data_pipelines.synth.track import TrackJob
@@ -91,9 +92,10 @@ def number_tracks(counts: dict[str, int]) -> list[tuple[int, str]]:
     return out
 
 
-def composed_jobs(counts: dict[str, int], seconds: float, seed: int) -> list[TrackJob]:
-    """Jobs for composed songs of ``seconds`` seconds."""
-    return [TrackJob(number, split, seed, seconds=seconds)
+def composed_jobs(counts: dict[str, int], seconds: float, seed: int,
+                  max_stems: int = compose.MAX_STEMS) -> list[TrackJob]:
+    """Jobs for composed songs of ``seconds`` seconds with at most ``max_stems`` parts."""
+    return [TrackJob(number, split, seed, seconds=seconds, max_stems=max_stems)
             for number, split in number_tracks(counts)]
 
 

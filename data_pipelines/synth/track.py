@@ -30,6 +30,7 @@ class TrackJob:
     seed: int
     seconds: float | None = None
     midi_path: str | None = None
+    max_stems: int = compose.MAX_STEMS  # composed songs only
 
     @property
     def name(self) -> str:
@@ -129,7 +130,7 @@ def _song_of(job: TrackJob):
                 math.ceil(seconds * SAMPLE_RATE))
     if job.seconds is None:
         raise ValueError(f"{job}: a track needs either seconds or midi_path")
-    composed = compose.compose_song(job.seed, job.number, job.seconds)
+    composed = compose.compose_song(job.seed, job.number, job.seconds, job.max_stems)
     extra = {"composition": {"seed": job.seed, "tempo": composed.tempo,
                              "key": f"{composed.key} {composed.mode}",
                              "progression_degrees": [d + 1 for d in composed.progression]}}

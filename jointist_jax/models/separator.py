@@ -247,10 +247,13 @@ class Separator(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         remat: bool = False,
+        bn_momentum: float = _BN_MOMENTUM,
         rngs: nnx.Rngs,
     ):
         if mode not in MODES:
             raise ValueError(f"Separator: mode must be one of {MODES}, got {mode!r}")
+        if not 0.0 <= bn_momentum < 1.0:
+            raise ValueError(f"Separator: bn_momentum must be in [0, 1), got {bn_momentum}")
         channels = tuple(int(c) for c in channels)
         if not channels or min(channels) < 1:
             raise ValueError(f"Separator: channels must be a non-empty list of positive widths, "
@@ -292,6 +295,11 @@ class Separator(nnx.Module):
         self.after_conv_block1 = FiLMConvBlock(channels[0], channels[0], remat=remat, **common)
         self.after_conv2 = nnx.Conv(channels[0], 1, kernel_size=(1, 1), use_bias=True,
                                     kernel_init=_xavier, bias_init=_zeros, **common)
+        # Running-statistics decay of every BatchNorm (Flax convention; 0.99 is the reference's
+        # PyTorch momentum 0.01). Short runs use less, so inference's statistics follow the weights.
+        for _, module in nnx.iter_modules(self):
+            if isinstance(module, nnx.BatchNorm):
+                module.momentum = bn_momentum
 
     # ------------------------------------------------------------------ validation helpers
     def _check_conditions(self, conditions: jax.Array, batch: int) -> None:

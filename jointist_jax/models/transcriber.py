@@ -16,6 +16,7 @@ Tensors are channels-last: log-mel (B, T, F), conv activations (N, T, F, C).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -100,10 +101,11 @@ class ConvBlock(nnx.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, condition_size: int = instruments.CONDITION_SIZE,
-                 dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+                 dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
+                 bn_momentum: float = _BN_MOMENTUM, rngs: nnx.Rngs):
         conv = functools.partial(nnx.Conv, kernel_size=(3, 3), strides=1, padding=1, use_bias=False,
                                  kernel_init=_xavier_uniform, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        bn = functools.partial(nnx.BatchNorm, out_channels, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+        bn = functools.partial(nnx.BatchNorm, out_channels, momentum=bn_momentum, epsilon=_BN_EPSILON,
                                use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         beta = functools.partial(nnx.Linear, condition_size, out_channels, kernel_init=_uniform(-1.0, 1.0),
                                  bias_init=jax.nn.initializers.zeros, dtype=dtype, param_dtype=param_dtype,
@@ -138,10 +140,11 @@ class AcousticCNN(nnx.Module):
     """The reference's ``CNN8Dropout`` / ``CNN8Dropout_Wide``: four FiLM :class:`ConvBlock` s."""
 
     def __init__(self, channels: Sequence[int], *, condition_size: int = instruments.CONDITION_SIZE,
-                 dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+                 dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
+                 bn_momentum: float = _BN_MOMENTUM, rngs: nnx.Rngs):
         c1, c2, c3, c4 = channels
         block = functools.partial(ConvBlock, condition_size=condition_size, dtype=dtype,
-                                  param_dtype=param_dtype, remat=remat, rngs=rngs)
+                                  param_dtype=param_dtype, remat=remat, bn_momentum=bn_momentum, rngs=rngs)
         self.conv_block1 = block(1, c1)
         self.conv_block2 = block(c1, c2)
         self.conv_block3 = block(c2, c3)
@@ -159,13 +162,13 @@ class BackEnd(nnx.Module):
 
     def __init__(self, channels: Sequence[int], *, n_mels: int, condition_size: int, acoustic_dim: int,
                  gru_hidden: int, num_notes: int, dtype=jnp.float32, param_dtype=jnp.float32,
-                 remat: bool = False, rngs: nnx.Rngs):
+                 remat: bool = False, bn_momentum: float = _BN_MOMENTUM, rngs: nnx.Rngs):
         flat_dim = channels[-1] * pooled_frequency_bins(n_mels)
         self.acoustic = AcousticCNN(channels, condition_size=condition_size, dtype=dtype,
-                                    param_dtype=param_dtype, remat=remat, rngs=rngs)
+                                    param_dtype=param_dtype, remat=remat, bn_momentum=bn_momentum, rngs=rngs)
         self.fc5 = nnx.Linear(flat_dim, acoustic_dim, use_bias=False, kernel_init=_xavier_uniform,
                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.bn5 = nnx.BatchNorm(acoustic_dim, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+        self.bn5 = nnx.BatchNorm(acoustic_dim, momentum=bn_momentum, epsilon=_BN_EPSILON,
                                  use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.language = BiGRU(acoustic_dim, gru_hidden, 2, init="jointist", dtype=dtype,
                               param_dtype=param_dtype, remat=remat, rngs=rngs)
@@ -198,14 +201,28 @@ class Transcriber(nnx.Module):
       num_notes: piano keys of the output (88: A0..C8).
       dtype: compute dtype; parameters stay ``param_dtype`` and outputs are float32.
       remat: rematerialise the conv blocks and the GRUs in the backward pass.
+      output_prior: 0 (the reference) leaves the sigmoid output layers' biases at their default
+        initialisation, so every posteriorgram starts near 0.5. A value in (0, 1) starts the
+        biases of ``frame_model.fc``, ``reg_onset_model.fc`` and ``frame_fc`` at
+        ``logit(output_prior)``: the posteriorgrams start near the notes' base rate, which avoids
+        the large first gradients that otherwise stall a small model (README, "Learning").
+      bn_momentum: every BatchNorm's running-statistics decay, Flax convention (0.99 = PyTorch
+        momentum 0.01, the reference). Lower values let the running statistics used at inference
+        follow weights that change quickly, in short runs.
       rngs: parameter initialisation and default dropout randomness.
     """
 
     def __init__(self, variant: str | Sequence[int] = "narrow", *, n_mels: int = 229,
                  condition_size: int = instruments.CONDITION_SIZE, acoustic_dim: int = 768,
                  gru_hidden: int = 256, num_notes: int = 88, dtype=jnp.float32, param_dtype=jnp.float32,
-                 remat: bool = False, rngs: nnx.Rngs):
+                 remat: bool = False, output_prior: float = 0.0, bn_momentum: float = _BN_MOMENTUM,
+                 rngs: nnx.Rngs):
         channels = resolve_channels(variant)
+        if not 0.0 <= bn_momentum < 1.0:
+            raise ValueError(f"Transcriber bn_momentum must be in [0, 1), got {bn_momentum}")
+        if not 0.0 <= output_prior < 1.0:
+            raise ValueError(f"Transcriber output_prior must be 0 (off) or a probability in (0, 1), "
+                             f"got {output_prior}")
         if pooled_frequency_bins(n_mels) < 1:
             raise ValueError(f"Transcriber n_mels must be >= 16 (four halvings of the frequency axis), got {n_mels}")
         self.channels = channels
@@ -215,11 +232,12 @@ class Transcriber(nnx.Module):
         self.dtype = dtype
         # bn0 normalises the raw log-mel (values around -20..5): run it in float32 so bfloat16
         # compute does not lose the small deviations from a large per-bin mean.
-        self.bn0 = nnx.BatchNorm(n_mels, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, use_fast_variance=False,
+        self.bn0 = nnx.BatchNorm(n_mels, momentum=bn_momentum, epsilon=_BN_EPSILON, use_fast_variance=False,
                                  dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
         backend = functools.partial(BackEnd, channels, n_mels=n_mels, condition_size=condition_size,
                                     acoustic_dim=acoustic_dim, gru_hidden=gru_hidden, num_notes=num_notes,
-                                    dtype=dtype, param_dtype=param_dtype, remat=remat, rngs=rngs)
+                                    dtype=dtype, param_dtype=param_dtype, remat=remat, bn_momentum=bn_momentum,
+                                    rngs=rngs)
         self.frame_model = backend()
         self.reg_onset_model = backend()
         self.frame_gru = BiGRU(2 * num_notes, gru_hidden, 1, init="pytorch", dtype=dtype,
@@ -227,6 +245,10 @@ class Transcriber(nnx.Module):
         self.frame_fc = nnx.Linear(2 * gru_hidden, num_notes, dtype=dtype, param_dtype=param_dtype,
                                    rngs=rngs, **_torch_linear_default(2 * gru_hidden))
         self.frame_dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
+        if output_prior > 0.0:
+            logit = math.log(output_prior / (1.0 - output_prior))
+            for layer in (self.frame_model.fc, self.reg_onset_model.fc, self.frame_fc):
+                layer.bias[...] = jnp.full_like(layer.bias[...], logit)
 
     def __call__(self, logmel: jax.Array, conditions: jax.Array, *,
                  rngs: nnx.Rngs | None = None) -> dict[str, jax.Array]:
