@@ -1,4 +1,4 @@
-r"""Eval-mode forward speed of every jointist-jax module on one 10-s clip (issue #3 §4).
+r"""Eval-mode forward speed of every jointist-jax module on one 10-s clip.
 
 For each module at full size: compile seconds, seconds per forward (median of N calls after one
 warm-up; wall and process CPU), FLOPs per call (XLA cost analysis, and matmul/conv FLOPs with
@@ -6,7 +6,7 @@ scan trip counts, see ``benchmarks/common.py``), XLA memory analysis and the pro
 the case. Conditioned modules (transcribers, separators) run K conditions of the one clip in ONE
 batched call: the log-mel / STFT is computed once per clip and broadcast inside the model. The
 ``sum`` separator is fed a random frame posteriorgram as its roll input. The reference's CPU times
-(REFERENCE §11.3: t_infer1, t_infer39 / t_infer39b, tw_infer1) are printed beside ours with the
+(docs/reference.md §11.3: t_infer1, t_infer39 / t_infer39b, tw_infer1) are printed beside ours with the
 ratio ours / reference (< 1 is faster).
 
     .venv/bin/python benchmarks/forward.py                                   # everything, fp32
@@ -53,7 +53,7 @@ TINY_CLIP_SAMPLES = SAMPLE_RATE
 # K at or above this uses --repeats_large timed calls (39 conditions: about a minute per call).
 LARGE_K = 20
 
-# REFERENCE §11.3, torch 2 threads fp32 on a 2-core machine of the same kind:
+# docs/reference.md §11.3, torch 2 threads fp32 on a 2-core machine of the same kind:
 # (case, median wall s, median CPU s or None where it was not measured).
 # For K = 39 the first entry is the comparable one (one batched call); the second is what the
 # reference's inference actually does (39 sequential batch-1 forwards).

@@ -8,7 +8,7 @@ r"""Real-time factor of whole-song inference: recognizer + transcriber + separat
 Freshly initialised weights (timing does not depend on them). Each case is compiled first on a
 one-window song (the window batch shape is fixed, so the song reuses that compilation), then
 timed once on the song. Printed beside it: the reference's cost for the transcriber alone from
-REFERENCE §11.3 (1.92 s per instrument per 10-s clip, instruments one after another) both per
+docs/reference.md §11.3 (1.92 s per instrument per 10-s clip, instruments one after another) both per
 10 s of audio (the issue's yardstick: 60 s x 39 instruments = 449 s) and for the overlapping
 windows its ``predict_probabilities`` actually runs (11 windows for 60 s). The reference's
 recognizer and separator would come on top.
@@ -41,7 +41,7 @@ from jointist_jax.models.recognizer import Recognizer  # noqa: E402
 from jointist_jax.models.separator import Separator  # noqa: E402
 from jointist_jax.models.transcriber import Transcriber  # noqa: E402
 
-REFERENCE_T_SECONDS_PER_CLIP = 1.92  # REFERENCE §11.3 t_infer1: narrow f_T, one 10-s clip, one condition
+REFERENCE_T_SECONDS_PER_CLIP = 1.92  # docs/reference.md §11.3 t_infer1: narrow f_T, one 10-s clip, one condition
 
 
 def build(size: str) -> Jointist:
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     print("\n".join(rows))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mb:.0f} MB. 'ref' columns: the reference transcriber alone (no IR, no separation), "
-          f"REFERENCE §11.3; speed-up = ref T windows / our IR + {ours}.")
+          f"docs/reference.md §11.3; speed-up = ref T windows / our IR + {ours}.")
     return 0
 
 

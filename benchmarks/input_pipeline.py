@@ -81,7 +81,7 @@ def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int
 
 def measure_joint_stage(data_dir: str, split: str, steps: int, warmup: int,
                         workers: int | None) -> dict[str, float]:
-    """Joint T+S stage: 2 clips x 3 positives (REFERENCE §3.4)."""
+    """Joint T+S stage: 2 clips x 3 positives (docs/reference.md §3.4)."""
     return measure_pipeline(data_dir, split, clips=2, num_positive=3, num_negative=0, steps=steps,
                             warmup=warmup, workers=workers)
 

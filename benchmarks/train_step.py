@@ -1,17 +1,17 @@
-r"""Training-step speed of every stage at the reference's benchmark batch shapes (issue #4 §5).
+r"""Training-step speed of every stage at the reference's benchmark batch shapes.
 
 Times the step the trainer runs: ``jointist_jax.train.trainer.Run`` builds it from the stage's
 config exactly as ``train_and_evaluate`` does (``steps.make_train_step``, jitted with the state and
 batch shardings and the state donated), at full model size, on random batches with the input
 pipeline's keys, shapes and dtypes (``pipeline.ExampleSpec.fields``), placed with
-``distributed.batch_sharding``. The cases (REFERENCE §11.3), each 2 clips x 1 condition (2 rows):
+``distributed.batch_sharding``. The cases (docs/reference.md §11.3), each 2 clips x 1 condition (2 rows):
 
   t_train   transcription stage, narrow transcriber
   tw_train  transcription stage, wide transcriber
   s_train   the ``sum`` separator (TCondUNet, hop 160) alone. There is no separator-only stage
             for it, so it is timed through :func:`gt_roll_separation_step`, a local step with the
             stage's optimiser and L1 loss that feeds the ground-truth ``frame_roll`` as the roll
-            input (the reference's GT-roll separator; REFERENCE §1.5)
+            input (the reference's GT-roll separator; docs/reference.md §1.5)
   cu_train  separation stage, standalone separator (CondUNet, hop 320)
   ir_train  ir stage, recognizer (2 clips)
   ts_train  joint stage, narrow transcriber + sum separator
@@ -62,7 +62,7 @@ from jointist_jax.train.trainer import Run  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One benchmark case: what it times and the reference's numbers for it (REFERENCE §11.3):
+    """One benchmark case: what it times and the reference's numbers for it (docs/reference.md §11.3):
     median wall seconds per step, median CPU seconds per step and peak RSS."""
 
     description: str
@@ -79,7 +79,7 @@ CASES = {
     "ir_train": Case("ir stage, recognizer, 2 clips", 6.64, 13.0, 3174),
     "ts_train": Case("joint stage, narrow T + sum separator, 2 rows", 30.98, 57.7, 7740),
 }
-SAMPLE_RATE = 16000  # the pipeline's rate (REFERENCE §1.1)
+SAMPLE_RATE = 16000  # the pipeline's rate (docs/reference.md §1.1)
 CLIPS = 2
 ROWS_PER_CLIP = 1
 TINY_CLIP_SECONDS = 1.0
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\ns/step, CPU s: median over the timed steps after 1 warm-up. GFLOP xla: XLA cost analysis "
           "(scan bodies counted once);\nGFLOP mm: matmul+conv FLOPs with scan trip counts (used for MFU). "
           "XLA MB: argument+output+temp-alias bytes;\nRSS: process peak during the case. "
-          "ours/ref < 1 = faster than the reference (REFERENCE §11.3, torch CPU, 2 threads).")
+          "ours/ref < 1 = faster than the reference (docs/reference.md §11.3, torch CPU, 2 threads).")
     payload = {"benchmark": "train_step", "environment": env, "args": vars(args), "results": results}
     if args.json:
         common.write_json(args.json, payload)

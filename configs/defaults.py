@@ -1,4 +1,4 @@
-"""Fields shared by every stage's config, with the reference's defaults (REFERENCE §1, DECISIONS 6-10).
+"""Fields shared by every stage's config, with the reference's defaults (docs/reference.md §1, docs/deviations.md 6-10).
 
 Each stage file (``ir.py``, ``transcription.py``, ``separation.py``, ``joint_scratch.py``,
 ``joint_pretrained.py``) starts from :func:`base_config` and sets what differs. The string
@@ -12,7 +12,7 @@ import math
 
 import ml_collections
 
-# Training length as the reference measures it (REFERENCE §1.2): an epoch is one random 10-s crop
+# Training length as the reference measures it (docs/reference.md §1.2): an epoch is one random 10-s crop
 # of every training track, batched at the stage's batch size with the last partial batch kept.
 # Slakh2100's original split, which the reference trained on, has 1500 training tracks.
 SLAKH_TRAIN_TRACKS = 1500
@@ -56,15 +56,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.global_batch = 2  # clips (tracks) per step, over all hosts
     config.data.num_positive = 3  # sampled present instruments per clip (with replacement)
     config.data.num_negative = 0  # sampled absent instruments per clip (Empty included)
-    config.data.temperature = 0.5  # positives ~ (1/occurrence)^temperature (REFERENCE §3.1)
-    config.data.transcribe_negatives = False  # DECISIONS 14: False = code behaviour (no L_T)
+    config.data.temperature = 0.5  # positives ~ (1/occurrence)^temperature (docs/reference.md §3.1)
+    config.data.transcribe_negatives = False  # docs/deviations.md 14: False = code behaviour (no L_T)
     config.data.eval_batches = 4  # validation batches per evaluation (fixed windows); 0: no validation
 
     config.model = ml_collections.ConfigDict()
     config.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
     config.model.remat = False  # rematerialise conv blocks and GRUs (memory for compute)
 
-    # Adam with amsgrad, linear warm-up from 0, then x0.9 every 10k steps (DECISIONS 7).
+    # Adam with amsgrad, linear warm-up from 0, then x0.9 every 10k steps (docs/deviations.md 7).
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.lr = 1e-3
     config.optimizer.b1 = 0.9
@@ -146,7 +146,7 @@ def separator_config(mode: str, size: str) -> ml_collections.ConfigDict:
     """Constructor arguments of :class:`jointist_jax.models.separator.Separator`.
 
     ``mode="sum"`` is the joint `TCondUNet` (STFT hop 160); ``"standalone"`` the `S` baseline
-    `CondUNet`, whose hop is 320 as coded (DECISIONS 5).
+    `CondUNet`, whose hop is 320 as coded (docs/deviations.md 5).
     """
     hop = 160 if mode == "sum" else 320
     if size == "full":

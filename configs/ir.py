@@ -1,4 +1,4 @@
-r"""Stage IR: the instrument recognizer, CNN14 + transformer (REFERENCE §1.3).
+r"""Stage IR: the instrument recognizer, CNN14 + transformer (docs/reference.md §1.3).
 
 Full size (trained alone in the reference and composed with T at inference):
 

@@ -1,4 +1,4 @@
-r"""Stage TS: transcriber + separator trained jointly from scratch (REFERENCE §1.4, §3.4).
+r"""Stage TS: transcriber + separator trained jointly from scratch (docs/reference.md §1.4, §3.4).
 
   python launch/train.py --config=joint_scratch --workdir=gs://BUCKET/jointist/ts \
       --config.data.data_dir=gs://BUCKET/tfds

@@ -1,4 +1,4 @@
-r"""Stage S: the standalone separator baseline, `CondUNet` with STFT hop 320 (REFERENCE §1.5).
+r"""Stage S: the standalone separator baseline, `CondUNet` with STFT hop 320 (docs/reference.md §1.5).
 
 Full size:
 
@@ -6,7 +6,7 @@ Full size:
       --config.data.data_dir=gs://BUCKET/tfds
 
 Batch 4 tracks x (3 positive + 1 negative) rows; L1 loss on the waveform over rows with a
-target stem (negatives: a silent target, DECISIONS 14); Adam(amsgrad) lr 1e-4.
+target stem (negatives: a silent target, docs/deviations.md 14); Adam(amsgrad) lr 1e-4.
 
 Length: the reference's separation config trains 500 epochs at batch 4, and an epoch is one crop
 of each of the 1500 training tracks, ceil(1500 / 4) = 375 steps: 500 x 375 = 187,500 steps.

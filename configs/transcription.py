@@ -1,4 +1,4 @@
-r"""Stage T: the FiLM onsets-and-frames transcriber alone (REFERENCE §1.2).
+r"""Stage T: the FiLM onsets-and-frames transcriber alone (docs/reference.md §1.2).
 
 Full size (the paper's T; the released checkpoint is the `narrow` width), on a GPU host or a
 TPU slice, every device data-parallel:

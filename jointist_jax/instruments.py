@@ -1,4 +1,4 @@
-"""The Jointist instrument taxonomy: 39 classes plus ``Empty`` (REFERENCE §5, DECISIONS 1).
+"""The Jointist instrument taxonomy: 39 classes plus ``Empty`` (docs/reference.md §5, docs/deviations.md 1).
 
 The tables are read from ``resources/instruments.tsv`` (class index, name, GM programs, output
 MIDI program and drum flag, Slakh occurrence count) and ``resources/gm_program_to_class.tsv``
@@ -47,7 +47,7 @@ DRUMS_PROGRAM = 128
 BASS_PROGRAMS = range(32, 40)
 BASS_OCTAVE_SHIFT = -12
 
-# Slakh's drum plugins (REFERENCE §4.2): a stem rendered by one of these is a drum stem,
+# Slakh's drum plugins (docs/reference.md §4.2): a stem rendered by one of these is a drum stem,
 # whatever its metadata says.
 DRUM_PLUGIN_NAMES = frozenset({
     "ar_modern_sparkle_kit_full",
@@ -225,5 +225,5 @@ def occurrence_weights(temperature: float = 0.5) -> np.ndarray:
 
 
 def is_drum_stem(plugin_name: str | None, program_num: int) -> bool:
-    """DECISIONS 11: a stem is drums if its plugin is a Slakh drum kit or its program is 128."""
+    """docs/deviations.md 11: a stem is drums if its plugin is a Slakh drum kit or its program is 128."""
     return program_num == DRUMS_PROGRAM or (plugin_name or "") in DRUM_PLUGIN_NAMES

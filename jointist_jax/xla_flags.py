@@ -1,6 +1,6 @@
 """XLA flags that measurably speed up jointist-jax on CPU, applied before jax is imported.
 
-Measured on a 2-core x86 CPU (jaxlib 0.10.2, issue #3): XLA's default CPU path hands
+Measured on a 2-core x86 CPU (jaxlib 0.10.2): XLA's default CPU path hands
 convolutions to YNNPACK, which ran the transcriber's conv stack at 2.2x torch's time.
 ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` keeps YNNPACK for the rest
 (the GRU's matmuls stay fast) but lets XLA's own conv emitter run convolutions: 1.0x torch.

@@ -2,7 +2,7 @@
 
 Accuracy definitions used below (float32 JAX vs a float64 librosa reference):
 * STFT: max |ours - ref| / max |ref| over all bins.
-* log-mel: (a) max |ours - ref| / max |ref| over all log-mel values (the task's "relative error");
+* log-mel: (a) max |ours - ref| / max |ref| over all log-mel values (the "relative error" we hold it to);
   (b) max |ours - ref| over bins whose mel power is above 1e-6 of the clip's maximum (60 dB), where
   the log does not magnify float32 rounding of near-silent bins; (c) mel power: max |ours - ref|
   relative to the clip's maximum power.

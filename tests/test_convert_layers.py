@@ -3,7 +3,7 @@
 Layer tests build a torch layer with random weights, convert its tensors with our layout functions
 into the JAX layer jointist-jax uses, and compare outputs on random inputs (max abs error <= 1e-5).
 Module tests do the same for whole tiny-width transcriber / recognizer / separator-mask networks
-written in torch from REFERENCE §2 with the reference's state-dict names, loaded through the
+written in torch from docs/reference.md §2 with the reference's state-dict names, loaded through the
 converter's strict per-module loader. Needs the ``convert`` extra (torch 2.13.0 CPU).
 """
 
@@ -133,7 +133,7 @@ def test_layer_norm():
 
 
 def _torch_attention(x, to_qkv, to_out, heads):
-    """The reference's Attention (REFERENCE §2.2), written from its description: to_qkv, chunk into
+    """The reference's Attention (docs/reference.md §2.2), written from its description: to_qkv, chunk into
     q | k | v, head-major split of each, softmax(q k^T * d^-0.5), merge heads, to_out."""
     b, n, dim = x.shape
     d = dim // heads
@@ -179,7 +179,7 @@ def test_bad_layout_inputs_raise_clear_errors():
 
 
 # ------------------------------------------------------------------------------------------------
-# Whole modules at tiny widths: a torch model written from REFERENCE §2 with the reference's
+# Whole modules at tiny widths: a torch model written from docs/reference.md §2 with the reference's
 # state-dict names, converted by the converter's strict per-module loader, must give our
 # module's outputs. This covers what layer tests cannot: flatten orders, name mapping, GRU wiring.
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ class _TorchBackEnd(torch.nn.Module):
 
 
 class _TorchTranscriber(torch.nn.Module):
-    """REFERENCE §2.1 ``Original`` from the log-mel on (eval mode: dropouts are identities)."""
+    """docs/reference.md §2.1 ``Original`` from the log-mel on (eval mode: dropouts are identities)."""
 
     def __init__(self, channels, dim, hidden):
         super().__init__()
@@ -324,7 +324,7 @@ class _TorchCNN14Block(torch.nn.Module):
 
 
 class _TorchRecognizer(torch.nn.Module):
-    """REFERENCE §2.2 ``CombinedModel_NewCLSv2`` from the log-mel on, with its module nesting."""
+    """docs/reference.md §2.2 ``CombinedModel_NewCLSv2`` from the log-mel on, with its module nesting."""
 
     def __init__(self, channels, dim, heads, ff, layers_, max_len=512):
         super().__init__()
@@ -403,7 +403,7 @@ class _TorchDecoderBlock(torch.nn.Module):
 
 
 class _TorchTCondUNet(torch.nn.Module):
-    """REFERENCE §2.3 ``TCondUNet(mode='sum')`` up to the mask (``unet_base`` + ``unet_film``)."""
+    """docs/reference.md §2.3 ``TCondUNet(mode='sum')`` up to the mask (``unet_base`` + ``unet_film``)."""
 
     def __init__(self, channels, bins):
         super().__init__()

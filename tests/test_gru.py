@@ -199,7 +199,7 @@ def test_jointist_init_both_directions():
     for layer_index, layer in enumerate(model.layers):
         in_l = in_f if layer_index == 0 else 2 * hid
         w_ih, w_hh = np.asarray(layer.w_ih[...]), np.asarray(layer.w_hh[...])
-        for d in range(2):  # both directions alike (DECISIONS 20)
+        for d in range(2):  # both directions alike (docs/deviations.md 20)
             ih_bound = math.sqrt(3 / in_l)
             assert ih_bound * 0.9 < np.abs(w_ih[d]).max() <= ih_bound
             rz = w_hh[d][:, : 2 * hid]

@@ -266,7 +266,7 @@ def test_evaluation_mode_fixed_crops_padded_last_batch(data_dir):
     valid = np.concatenate([b["valid"] for b in batches])
     assert valid.tolist() == [1, 1, 1, 0]
     waves = np.concatenate([b["waveform"] for b in batches])
-    # 1.3 s < 1 s offset + 1 s clip: starts at 0; the others at 1 s (DECISIONS 13: no +1 s).
+    # 1.3 s < 1 s offset + 1 s clip: starts at 0; the others at 1 s (docs/deviations.md 13: no +1 s).
     for row, (track, start) in enumerate(zip(valid_tracks, [0, SR, SR])):
         np.testing.assert_array_equal(waves[row], track.mix[start:start + CLIP])
     np.testing.assert_array_equal(waves[3], waves[2])  # padding repeats the last crop

@@ -1,4 +1,4 @@
-"""Losses against hand-computed numpy values (REFERENCE §3.2, §3.3, §1.3)."""
+"""Losses against hand-computed numpy values (docs/reference.md §3.2, §3.3, §1.3)."""
 
 import jax
 import jax.numpy as jnp

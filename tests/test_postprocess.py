@@ -1,4 +1,4 @@
-"""Onset-gated frame decoding on hand-built posteriorgrams (REFERENCE §7.1, DECISIONS 15)."""
+"""Onset-gated frame decoding on hand-built posteriorgrams (docs/reference.md §7.1, docs/deviations.md 15)."""
 
 import numpy as np
 import pytest

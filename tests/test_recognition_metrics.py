@@ -1,4 +1,4 @@
-"""Instrument-recognition mAP and F1 (REFERENCE §7.5) against sklearn on a tiny set."""
+"""Instrument-recognition mAP and F1 (docs/reference.md §7.5) against sklearn on a tiny set."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The instrument sampler and per-row targets (REFERENCE §3.1, DECISIONS 8 and 14)."""
+"""The instrument sampler and per-row targets (docs/reference.md §3.1, docs/deviations.md 8 and 14)."""
 
 import numpy as np
 import pytest

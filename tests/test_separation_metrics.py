@@ -1,4 +1,4 @@
-"""SNR-style SDR (REFERENCE §7.4) on constructed signals, its averages, and the skip of absent stems."""
+"""SNR-style SDR (docs/reference.md §7.4) on constructed signals, its averages, and the skip of absent stems."""
 
 import numpy as np
 import pytest

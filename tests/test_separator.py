@@ -1,4 +1,4 @@
-"""Tests of the FiLM U-Net separator (jointist_jax/models/separator.py), REFERENCE §2.3."""
+"""Tests of the FiLM U-Net separator (jointist_jax/models/separator.py), docs/reference.md §2.3."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def test_real_run_shapes_and_top_bin_mask():
     assert out["waveform"].shape == (2, 3, LENGTH)
     assert out["mask"].shape == (2, 3, LENGTH // HOP + 1, N_FFT // 2 + 1)
     assert np.all(np.isfinite(out["waveform"]))
-    # The dropped top bin comes back as a zero logit: mask exactly 0.5 (REFERENCE §10.11).
+    # The dropped top bin comes back as a zero logit: mask exactly 0.5 (docs/reference.md §10.11).
     np.testing.assert_array_equal(out["mask"][..., -1], 0.5)
     assert np.abs(out["mask"][..., :-1] - 0.5).max() > 1e-3
 
@@ -316,7 +316,7 @@ def _np_conv_block(x, sd, name, cond, film):
 
 
 def _np_separator_mask(sd, magnitude, cond, roll, depth):
-    """REFERENCE §2.3 steps 2–11 in numpy, NCHW as the PyTorch code runs them (eval-mode BatchNorm)."""
+    """docs/reference.md §2.3 steps 2–11 in numpy, NCHW as the PyTorch code runs them (eval-mode BatchNorm)."""
     x = magnitude
     if roll is not None:
         x = x + roll @ sd["roll2nfft.weight"].T + sd["roll2nfft.bias"]

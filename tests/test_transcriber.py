@@ -1,4 +1,4 @@
-"""The FiLM onsets-and-frames transcriber (REFERENCE §2.1, §8, §11.1; DECISIONS 3, 20).
+"""The FiLM onsets-and-frames transcriber (docs/reference.md §2.1, §8, §11.1; docs/deviations.md 3, 20).
 
 Full-size models are only built abstractly (``nnx.eval_shape``); everything that runs uses tiny
 widths so each test takes seconds on CPU.
@@ -45,7 +45,7 @@ apply_with_rngs = nnx.jit(lambda model, x, c, rngs: model(x, c, rngs=rngs))
 
 
 # ------------------------------------------------------------------------------------------------
-# Parameter counts (REFERENCE §11.1) and state-dict layout.
+# Parameter counts (docs/reference.md §11.1) and state-dict layout.
 # ------------------------------------------------------------------------------------------------
 
 
@@ -347,7 +347,7 @@ def test_remat_rematerialises_conv_blocks_in_the_backward_pass():
 
 
 # ------------------------------------------------------------------------------------------------
-# Initialisation (REFERENCE §2.1).
+# Initialisation (docs/reference.md §2.1).
 # ------------------------------------------------------------------------------------------------
 
 

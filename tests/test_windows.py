@@ -1,4 +1,4 @@
-"""10-s windows and centre stitching (DECISIONS 15): exact for any song length."""
+"""10-s windows and centre stitching (docs/deviations.md 15): exact for any song length."""
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ A track directory holds ``mix.flac``, ``stems/Sxx.flac``, ``MIDI/Sxx.mid``, ``al
 midi_saved, audio_rendered, ...}}``). Both the original split layout and ``slakh2100_flac_redux``
 (whose extra ``omitted`` folder is ignored) are read the same way.
 
-Labels (DECISIONS 11, REFERENCE §4.2):
+Labels (docs/deviations.md 11, docs/reference.md §4.2):
   * notes come from the per-stem MIDI files only; a stem with ``midi_saved: false`` is skipped
     entirely: it has no notes, and its audio is not a class stem either (the reference packs
     only stems with ``midi_saved and audio_rendered``);
@@ -25,7 +25,7 @@ Audio: every FLAC is mixed down to mono (channel mean) and resampled to the targ
 ``scipy.signal.resample_poly`` (polyphase, Kaiser window; 44.1 kHz -> 16 kHz is up 160 / down 441).
 The reference used torchaudio's sinc-Hann resampler; the two agree up to the filter's
 transition band just below 8 kHz. A stem is a class stem only if ``midi_saved`` and
-``audio_rendered`` are true; stems of one class are summed in float32 (DECISIONS 17) and stored
+``audio_rendered`` are true; stems of one class are summed in float32 (docs/deviations.md 17) and stored
 as ``int16(clip(round(x * 32767), -32768, 32767))``. Stems are cut or zero-padded to the mix
 length; a stem more than :data:`MAX_LENGTH_MISMATCH_SECONDS` longer or shorter than the mix
 means a broken track.
@@ -61,7 +61,7 @@ from jointist_jax import instruments, storage
 
 SPLITS = ("train", "validation", "test")
 IGNORED_SPLITS = ("omitted",)  # slakh2100_flac_redux keeps its removed duplicates here
-DRUM_PITCH_RANGE = (24, 90)  # inclusive, REFERENCE §4.2
+DRUM_PITCH_RANGE = (24, 90)  # inclusive, docs/reference.md §4.2
 MAX_PITCH_EXCLUSIVE = 109
 MAX_LENGTH_MISMATCH_SECONDS = 1.0
 DRUMS_CLASS = instruments.class_of_program(instruments.DRUMS_PROGRAM)
@@ -289,7 +289,7 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
                                sample_rate, track_id, f"stem {stem.stem_id}")
             audio = _fit_length(audio, n, sample_rate, track_id, f"stem {stem.stem_id}")
             if stem.class_index in class_audio:
-                class_audio[stem.class_index] += audio  # float32 sum (DECISIONS 17)
+                class_audio[stem.class_index] += audio  # float32 sum (docs/deviations.md 17)
             else:
                 class_audio[stem.class_index] = audio
 

@@ -2,9 +2,9 @@
 
 A :class:`Stem` holds one ``pretty_midi.Instrument`` at *sounding* pitch: what FluidSynth must
 play. Slakh writes bass stems (GM programs 32-39) one octave above what its audio sounds: its
-Kontakt bass patches play an octave below General MIDI (ethman/slakh-generation issue #2), and
-the Jointist loader undoes that by shifting bass labels down 12 semitones (REFERENCE §4.2,
-DECISIONS 11). We keep that convention so the builder's labels match our audio: the stored
+Kontakt bass patches play an octave below General MIDI (as reported in the ethman/slakh-generation repository), and
+the Jointist loader undoes that by shifting bass labels down 12 semitones (docs/reference.md §4.2,
+docs/deviations.md 11). We keep that convention so the builder's labels match our audio: the stored
 ``MIDI/Sxx.mid`` and ``all_src.mid`` hold bass notes at sounding pitch + 12
 (``-BASS_OCTAVE_SHIFT``), while FluidSynth, which plays GM pitch as written, renders the sounding
 notes.

@@ -1,7 +1,7 @@
 """Signal front ends in JAX: log-mel, STFT magnitude and inverse STFT.
 
-``log_mel`` is the recognizer's and transcriber's input (REFERENCE §1.1); ``stft``/``istft``/
-``magnitude`` serve the separator (n_fft 1024, hop 160 or 320, REFERENCE §1.4-1.5).
+``log_mel`` is the recognizer's and transcriber's input (docs/reference.md §1.1); ``stft``/``istft``/
+``magnitude`` serve the separator (n_fft 1024, hop 160 or 320, docs/reference.md §1.4-1.5).
 """
 
 from jointist_jax.audio.mel import log_mel, mel_filterbank, mel_power

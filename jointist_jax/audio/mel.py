@@ -1,4 +1,4 @@
-"""The transcriber's and recognizer's log-mel front end (REFERENCE §1.1, DECISIONS 2).
+"""The transcriber's and recognizer's log-mel front end (docs/reference.md §1.1, docs/deviations.md 2).
 
 torchaudio ``MelSpectrogram(sample_rate=16000, n_fft=2048, hop_length=160, n_mels=229, f_min=0,
 f_max=8000, normalized=True, power=2)`` followed by ``log(x + 1e-10)``: periodic Hann window,

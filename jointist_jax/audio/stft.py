@@ -1,6 +1,6 @@
 """Short-time Fourier transform and its inverse, with torchaudio's semantics, in JAX.
 
-Conventions (REFERENCE §1.1, §1.4): periodic Hann window of length ``n_fft`` (win_length = n_fft),
+Conventions (docs/reference.md §1.1, §1.4): periodic Hann window of length ``n_fft`` (win_length = n_fft),
 ``center=True`` with reflect padding of ``n_fft // 2`` on both sides, one-sided spectrum, no
 normalisation unless asked. A signal of ``L`` samples gives ``L // hop + 1`` frames. Time is the
 second-to-last axis of a spectrogram: ``(..., frames, n_fft // 2 + 1)``.

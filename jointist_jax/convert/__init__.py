@@ -1,4 +1,4 @@
-"""Import of the released PyTorch Jointist checkpoints (issue #6).
+"""Import of the released PyTorch Jointist checkpoints.
 
 * :mod:`~jointist_jax.convert.layers`: pure layout conversions (conv OIHW -> HWIO, linear, ...).
 * :mod:`~jointist_jax.convert.mapping`: reference state-dict key -> our variable path and layout.

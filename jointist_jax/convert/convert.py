@@ -1,6 +1,6 @@
-"""Released Jointist checkpoints -> jointist-jax models and orbax checkpoints (issue #6).
+"""Released Jointist checkpoints -> jointist-jax models and orbax checkpoints.
 
-Three Lightning checkpoints are supported (REFERENCE §11.2), by ``module``:
+Three Lightning checkpoints are supported (docs/reference.md §11.2), by ``module``:
 
 * ``transcription`` (``transcription1000.ckpt``): ``Original`` + CNN8Dropout (``narrow``) or
   CNN8Dropout_Wide (``wide``), under the prefix ``network.``;
@@ -34,7 +34,7 @@ from jointist_jax.train import model_factory
 
 MODULES = ("transcription", "ir", "joint")
 VARIANTS = ("narrow", "wide")
-DEFAULT_VARIANT = "narrow"  # the width the released checkpoints presumably hold (REFERENCE §0.13)
+DEFAULT_VARIANT = "narrow"  # the width the released checkpoints presumably hold (docs/reference.md §0.13)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pure layout conversions from PyTorch tensors to jointist-jax parameters (REFERENCE §11.2).
+"""Pure layout conversions from PyTorch tensors to jointist-jax parameters (docs/reference.md §11.2).
 
 Each ``LAYOUTS[kind]`` is a pair of NumPy functions ``(to_ours, to_torch)``: ``to_ours`` turns the
 reference's tensor into the array our module stores, ``to_torch`` is its exact inverse (used to

@@ -1,4 +1,4 @@
-"""Reference state-dict key -> where the tensor lives in our model, and its layout (REFERENCE §11.2).
+"""Reference state-dict key -> where the tensor lives in our model, and its layout (docs/reference.md §11.2).
 
 The reference key list (one row per tensor: module, key, shape) is
 ``jointist_jax/resources/reference_state_dict_keys.tsv``. Each of its keys is, for one reference
@@ -60,7 +60,7 @@ class Target:
 
 @functools.lru_cache(maxsize=None)
 def reference_keys(module: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of one reference module, read from the packaged tsv (REFERENCE §11.2)."""
+    """Key -> shape of one reference module, read from the packaged tsv (docs/reference.md §11.2)."""
     resource = importlib.resources.files("jointist_jax") / "resources" / "reference_state_dict_keys.tsv"
     with resource.open("r") as f:
         rows = [row for row in csv.reader(f, delimiter="\t")]

@@ -1,6 +1,6 @@
 """The training and validation input pipeline: records → crops → sampled rows → global jax.Arrays.
 
-Design (REFERENCE §4.3, §3.1; DECISIONS 8, 12, 13, 14):
+Design (docs/reference.md §4.3, §3.1; docs/deviations.md 8, 12, 13, 14):
 
 * Each host indexes its own shard files once (:mod:`records`; file ``i`` goes to host
   ``i % process_count``) and weights every window by its number of valid crop starts, so every
@@ -15,7 +15,7 @@ Design (REFERENCE §4.3, §3.1; DECISIONS 8, 12, 13, 14):
 * Silent crops (no note overlapping the crop): as the reference, the crop start is redrawn, here
   uniformly within the same window, at most :data:`MAX_CROP_RESAMPLES` times; a crop that stays
   silent gets all-negative rows (:mod:`sampler`).
-* Evaluation (``random_crop=False``, DECISIONS 13): one crop per track starting at
+* Evaluation (``random_crop=False``, docs/deviations.md 13): one crop per track starting at
   :data:`EVAL_OFFSET_SECONDS` (10 s), or at 0 when the track is shorter than the offset plus one
   clip (20 s for 10-s clips); tracks in dataset order, dealt round-robin to hosts; one finite pass;
   rows sampled with ``default_rng([seed, 2, track_position])``; the last batch is padded by
@@ -123,7 +123,7 @@ def epoch_positions(seed: int, process_index: int, epoch: int, total: int, size:
 
 def eval_crop_start(track_length: int, clip_samples: int, sample_rate: int,
                     offset_seconds: float = EVAL_OFFSET_SECONDS) -> int:
-    """DECISIONS 13: the fixed evaluation crop starts at 10 s, or at 0 if the track is too short."""
+    """docs/deviations.md 13: the fixed evaluation crop starts at 10 s, or at 0 if the track is too short."""
     offset = int(round(offset_seconds * sample_rate))
     return offset if track_length >= offset + clip_samples else 0
 
@@ -472,14 +472,14 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
       split: ``train``, ``validation`` or ``test``.
       global_batch: clips per step over all hosts; each host makes ``global_batch // process_count``.
       num_positive, num_negative: rows per clip (0 and 0: recognizer batches, waveform + labels).
-      temperature: positive sampler temperature. transcribe_negatives: DECISIONS 14 option.
+      temperature: positive sampler temperature. transcribe_negatives: docs/deviations.md 14 option.
       seed: data seed. start_step: first step to produce; earlier batches are not read.
       mesh, data_axis: batches are sharded along ``data_axis`` (default mesh: all devices).
       clip_seconds: crop length. random_crop: False = evaluation mode (one fixed crop per track,
         finite, ``valid`` key). targets / stems: False skips rolls / sources.
       prefetch: batches prefetched. num_workers: parallel example builders (default
         :data:`LOCAL_WORKERS`, or :data:`REMOTE_WORKERS` for a dataset in a bucket).
-      eval_offset_seconds: evaluation crop start (DECISIONS 13).
+      eval_offset_seconds: evaluation crop start (docs/deviations.md 13).
       process_index, process_count: for tests (default: jax's); explicit values allow only
         :meth:`InputPipeline.local_batches`.
     """

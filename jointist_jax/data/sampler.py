@@ -1,4 +1,4 @@
-"""The instrument sampler and per-row targets (REFERENCE §3.1, DECISIONS 8 and 14).
+"""The instrument sampler and per-row targets (docs/reference.md §3.1, docs/deviations.md 8 and 14).
 
 One clip becomes ``K = num_positive + num_negative`` rows: positives first (classes present in
 the crop, drawn with replacement, rare classes favoured), then negatives (absent classes, drawn
@@ -58,7 +58,7 @@ def row_rolls(class_ids: np.ndarray, is_positive: np.ndarray, class_rolls: Mappi
 
     A positive row gets its class's rolls from ``class_rolls``. A negative row gets all-zero rolls
     and a zero mask (the reference: no transcription loss), or, with ``transcribe_negatives``, a
-    mask of ones so the model is trained to output silence (DECISIONS 14).
+    mask of ones so the model is trained to output silence (docs/deviations.md 14).
     """
     k = len(class_ids)
     names = ("onset_roll", "reg_onset_roll", "frame_roll", "mask_roll")
@@ -80,7 +80,7 @@ def row_sources(class_ids: np.ndarray, is_positive: np.ndarray, stems: Mapping[i
 
     A positive row gets its class's stem crop and is valid only if the class has a stem (else
     silent and invalid, as the reference's ``source_masks``). A negative row is silent and always
-    valid (DECISIONS 14 fixes the reference, which copied the last positive's mask).
+    valid (docs/deviations.md 14 fixes the reference, which copied the last positive's mask).
     """
     k = len(class_ids)
     source = np.zeros((k, length), dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Piano-roll targets and recognizer labels for one crop (REFERENCE §4.4, DECISIONS 12).
+"""Piano-roll targets and recognizer labels for one crop (docs/reference.md §4.4, docs/deviations.md 12).
 
 Pure numpy; called once per sampled row inside the input pipeline, so the per-note work is
 vectorised and the only Python loop is over the (at most 88) keys that have an onset.
@@ -28,7 +28,7 @@ def num_frames(seconds: float, fps: int = FPS) -> int:
 def overlapping(onsets: np.ndarray, offsets: np.ndarray, start: float, seconds: float) -> np.ndarray:
     """Boolean mask of notes that overlap ``[start, start + seconds]``.
 
-    DECISIONS 12: this is the union of the reference's two strict-inequality tests (onset or offset
+    docs/deviations.md 12: this is the union of the reference's two strict-inequality tests (onset or offset
     strictly inside the window) and the notes spanning the whole window, which the reference drops.
     """
     onsets = np.asarray(onsets, dtype=np.float64)
@@ -59,7 +59,7 @@ def _interval_cover(lo: np.ndarray, hi: np.ndarray, keys: np.ndarray, frames: in
 
 
 def regression_target(onset_frames: np.ndarray, shifts: np.ndarray, frames: int, fps: int = FPS) -> np.ndarray:
-    """Kong et al.'s soft onset target on one key (REFERENCE §4.4).
+    """Kong et al.'s soft onset target on one key (docs/reference.md §4.4).
 
     Args:
       onset_frames: sorted, unique onset frame indices on this key.
@@ -87,9 +87,9 @@ def regression_target(onset_frames: np.ndarray, shifts: np.ndarray, frames: int,
 
 def note_rolls(onsets, offsets, pitches, *, start: float, seconds: float, fps: int = FPS,
                begin_note: int = BEGIN_NOTE, num_keys: int = NUM_KEYS) -> dict[str, np.ndarray]:
-    """Onset, soft-onset, frame and mask rolls of one instrument in one crop (REFERENCE §4.4).
+    """Onset, soft-onset, frame and mask rolls of one instrument in one crop (docs/reference.md §4.4).
 
-    Notes overlapping the crop are kept, including those spanning it (DECISIONS 12). Per note,
+    Notes overlapping the crop are kept, including those spanning it (docs/deviations.md 12). Per note,
     ``key = clip(pitch - begin_note, 0, num_keys - 1)``, ``bgn = round((onset - start) * fps)``,
     ``fin = round((offset - start) * fps)``; the frame roll is 1 on frames ``max(bgn, 0) .. fin``
     (inclusive); a note with ``bgn >= 0`` marks ``onset_roll[bgn]`` and its sub-frame shift; a note

@@ -1,8 +1,8 @@
-"""The reference's flat note lists: the instruments' rolls OR'ed, then decoded again (REFERENCE §7.3).
+"""The reference's flat note lists: the instruments' rolls OR'ed, then decoded again (docs/reference.md §7.3).
 
 For its instrument-agnostic ("flat") note F1 the reference does not merge note lists. It ORs the
 thresholded rolls of every non-drum instrument into one (T, 88) roll per side and runs the
-onset-gated decoder (REFERENCE §7.1) on the OR:
+onset-gated decoder (docs/reference.md §7.1) on the OR:
 
 * estimate: frame roll = OR of ``frame > frame_threshold``, onset roll = OR of
   ``onset > onset_threshold``;

@@ -2,19 +2,19 @@
 
 A song's notes are a ``dict[int, Notes]`` keyed by class index (``jointist_jax.instruments``;
 Drums = 38). Times are seconds from the song start, pitches are MIDI numbers (bass already
-shifted as in the labels, REFERENCE §4.2).
+shifted as in the labels, docs/reference.md §4.2).
 
 Matching goes through ``mir_eval.transcription.match_notes`` so every note metric in this package
-counts hits exactly as mir_eval does. Two pitch conventions exist (DECISIONS 18):
+counts hits exactly as mir_eval does. Two pitch conventions exist (docs/deviations.md 18):
 
 * primary: MIDI pitch converted to Hz, ``440 * 2 ** ((m - 69) / 12)``, the standard practice;
 * ``paper_compat``: the MIDI number itself passed as if it were Hz, as the reference code does
-  (REFERENCE §0 item 9). With mir_eval's 50-cent tolerance a +/-1-semitone error then counts as a
+  (docs/reference.md §0 item 9). With mir_eval's 50-cent tolerance a +/-1-semitone error then counts as a
   hit for pitches >= 35, +/-2 for >= 69.
 
 mir_eval rejects zero-length notes; like note_seq (used by MT3) we drop notes whose offset equals
 their onset before matching. (The reference code raises on them and its bare ``except`` then skips
-the whole instrument, REFERENCE §10 item 27.)
+the whole instrument, docs/reference.md §10 item 27.)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from jointist_jax import instruments
 
-# mir_eval's defaults, which the reference uses (REFERENCE §7.3).
+# mir_eval's defaults, which the reference uses (docs/reference.md §7.3).
 ONSET_TOLERANCE = 0.05
 OFFSET_RATIO = 0.2
 OFFSET_MIN_TOLERANCE = 0.05
@@ -91,7 +91,7 @@ class Notes:
     @classmethod
     def from_events(cls, events: Iterable[Mapping[str, float]]) -> "Notes":
         """Notes from the reference's event dicts (``onset_time``, ``offset_time``, ``midi_note``,
-        optional ``velocity`` defaulting to 100), the format its post-processor emits (REFERENCE §7.1)."""
+        optional ``velocity`` defaulting to 100), the format its post-processor emits (docs/reference.md §7.1)."""
         events = list(events)
         for i, event in enumerate(events):
             missing = {"onset_time", "offset_time", "midi_note"} - set(event)

@@ -1,4 +1,4 @@
-"""Instrument-recognition metrics as the reference computes them (REFERENCE §7.5).
+"""Instrument-recognition metrics as the reference computes them (docs/reference.md §7.5).
 
 Inputs are one row per evaluated clip: 0/1 labels and sigmoid probabilities over the 39 classes.
 Only classes with at least one positive label in the set are scored; the rest are dropped
@@ -26,7 +26,7 @@ contributes 0 (sklearn's convention).
 :attr:`MetricReport.per_class` has ``ap``, ``precision``, ``recall`` and ``f1``:
 {class name: value} for the scored classes.
 
-The paper's protocol (``_paper_compat``, REFERENCE §4.3, §4.5, §7.5): the reference scores one fixed
+The paper's protocol (``_paper_compat``, docs/reference.md §4.3, §4.5, §7.5): the reference scores one fixed
 10-s crop per test track instead of whole songs. :func:`paper_crop` finds that crop and its labels
 as the reference's dataset does; :func:`paper_compat_recognition_scores` scores a set of crops with
 the same metrics, named with ``_paper_compat`` after the metric (``ir_mAP_paper_compat/macro``,
@@ -107,7 +107,7 @@ PAPER_COMPAT = "_paper_compat"
 
 @dataclasses.dataclass(frozen=True)
 class PaperCropProtocol:
-    """Where the reference's fixed evaluation crop lies (REFERENCE §4.3).
+    """Where the reference's fixed evaluation crop lies (docs/reference.md §4.3).
 
     Its dataset starts the fixed crop at 10 s, but the loop that skips silent or note-less crops
     always runs once and advances by 1 s first, so the first candidate starts at 11 s; each

@@ -6,7 +6,7 @@ Given one value per (song, class):
 * ``piece_wise``: the mean over songs of each song's mean over its classes;
 * ``instrument_wise``: for each class, the mean over the songs that contain it; then the
   unweighted mean over the classes that occur. The reference divides by the number of classes
-  present, not by 39 as the paper's formula says (REFERENCE §7.3, §9).
+  present, not by 39 as the paper's formula says (docs/reference.md §7.3, §9).
 """
 
 from __future__ import annotations

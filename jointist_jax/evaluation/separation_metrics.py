@@ -1,4 +1,4 @@
-"""Separation metric of the Jointist paper: plain SNR-style SDR on full songs (REFERENCE §7.4).
+"""Separation metric of the Jointist paper: plain SNR-style SDR on full songs (docs/reference.md §7.4).
 
 ``SDR(ref, est) = 10 * (log10(max(mean(ref^2), 1e-8)) - log10(max(mean((est - ref)^2), 1e-8)))``
 
@@ -6,9 +6,9 @@ per source, on the whole song. It is not BSS-eval SDR: no distortion filter is a
 1e-8 floors bound it to [-80, 80] dB; a perfect estimate of an audible source gives
 ``10 * log10(mean(ref^2) / 1e-8)``.
 
-Classes whose stem audio is absent are skipped (DECISIONS 16). The reference scores them
+Classes whose stem audio is absent are skipped (docs/deviations.md 16). The reference scores them
 against silence, which gives very negative SDRs for a missing file, not a bad separation
-(REFERENCE §10 item 19).
+(docs/reference.md §10 item 19).
 
 Names in :attr:`MetricReport.scalars`:
 

@@ -1,4 +1,4 @@
-"""Transcription metrics of the Jointist paper (REFERENCE §7.3, DECISIONS 18) and MT3's note F1.
+"""Transcription metrics of the Jointist paper (docs/reference.md §7.3, docs/deviations.md 18) and MT3's note F1.
 
 Per song, :func:`song_transcription_scores` scores each class *present in the reference* (at
 least one note): predicted classes absent from the reference are ignored, and a present class
@@ -71,8 +71,8 @@ from jointist_jax.evaluation.notes import (MatchCounts, Notes, SongNotes, concat
 from jointist_jax.evaluation.report import MetricReport, by_class_name, per_class_means, song_class_means
 
 DRUMS_INDEX = instruments.class_index("Drums")
-FRAME_THRESHOLD = 0.1  # Original.yaml evaluation.frame_threshold (REFERENCE §7.1)
-ONSET_THRESHOLD = 0.1  # Original.yaml evaluation.onset_threshold (REFERENCE §7.1)
+FRAME_THRESHOLD = 0.1  # Original.yaml evaluation.frame_threshold (docs/reference.md §7.1)
+ONSET_THRESHOLD = 0.1  # Original.yaml evaluation.onset_threshold (docs/reference.md §7.1)
 PRIMARY = (("", False),)
 BOTH_CONVENTIONS = (("", False), ("_paper_compat", True))
 _STATS = ("precision", "recall", "f1")
@@ -84,7 +84,7 @@ def note_f1(ref: Notes, est: Notes, *, with_offset: bool = False,
     ``mir_eval.transcription.precision_recall_f1_overlap`` with onset tolerance 50 ms and
     ``offset_ratio`` 0.2 if ``with_offset`` else None. Either list empty gives (0, 0, 0).
 
-    ``paper_compat=True`` passes MIDI numbers as Hz (the reference's call, DECISIONS 18).
+    ``paper_compat=True`` passes MIDI numbers as Hz (the reference's call, docs/deviations.md 18).
     """
     return count_matches(ref, est, with_offset=with_offset, paper_compat=paper_compat).precision_recall_f1()
 

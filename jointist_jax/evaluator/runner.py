@@ -5,7 +5,7 @@ Two settings, as in the paper:
 * ``gt_instruments`` (the controllable Jointist): the transcriber and separator are conditioned
   on the instruments that have notes in each song.
 * ``predicted_instruments`` (end to end): a recognizer picks each song's instruments (windows
-  thresholded and aggregated, DECISIONS 19); songs where it finds none are processed with all 39
+  thresholded and aggregated, docs/deviations.md 19); songs where it finds none are processed with all 39
   classes, as the reference does. Missed instruments score 0 (F1) and are separated as silence.
 
 Which metrics a run gets follows from its stage: ``transcription`` (transcription metrics),
@@ -57,8 +57,8 @@ class EvalOptions:
       max_songs: evaluate the first this many songs of the split; 0 for all.
       media_songs: songs (the first ones) whose piano rolls and stems are kept for inspection.
       batch_windows, max_rows: :class:`Predictor` batching (windows per call, rows per call).
-      onset_threshold, frame_threshold, min_note_frames: note decoding (REFERENCE §7.1).
-      ir_threshold, ir_aggregate: recognizer decision over a song's windows (DECISIONS 19).
+      onset_threshold, frame_threshold, min_note_frames: note decoding (docs/reference.md §7.1).
+      ir_threshold, ir_aggregate: recognizer decision over a song's windows (docs/deviations.md 19).
     """
 
     split: str = "test"
@@ -217,7 +217,7 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
                 crop_labels.append(crop.labels)
                 summary["paper_compat_crop_seconds"] = [crop.start / SAMPLE_RATE, crop.stop / SAMPLE_RATE]
             if not detected:
-                detected = list(range(instruments.NUM_CLASSES))  # the reference's fallback (REFERENCE §6.1)
+                detected = list(range(instruments.NUM_CLASSES))  # the reference's fallback (docs/reference.md §6.1)
                 summary["recognizer_detected_none"] = True
             setting_classes[PREDICTED] = detected
         keep_media = len(media) < options.media_songs

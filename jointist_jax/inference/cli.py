@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'any': an instrument detected in any window; 'mean': mean probability > threshold")
     parser.add_argument("--restore_bass_octave", action="store_true",
                         help="shift bass notes up 12 semitones in the MIDI, JSON and piano roll (the training "
-                             "labels are an octave low, DECISIONS 11); the .npz posteriorgrams stay as predicted")
+                             "labels are an octave low, docs/deviations.md 11); the .npz posteriorgrams stay as predicted")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

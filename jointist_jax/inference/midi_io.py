@@ -1,4 +1,4 @@
-"""Notes per instrument class -> a multi-track MIDI file (REFERENCE §7.2).
+"""Notes per instrument class -> a multi-track MIDI file (docs/reference.md §7.2).
 
 One track per class, named after the class, with its General MIDI program from
 ``instruments.output_program``; drums are a drum track (pretty_midi puts it on channel 10).

@@ -1,11 +1,11 @@
-"""Posteriorgrams -> notes: onset-gated frame decoding (REFERENCE §7.1), vectorised in numpy.
+"""Posteriorgrams -> notes: onset-gated frame decoding (docs/reference.md §7.1), vectorised in numpy.
 
 The rule, per instrument and piano key (as the reference's ``OnsetFramePostProcessor``):
 
 1. ``frames = frame_output > frame_threshold``, ``onsets = reg_onset_output > onset_threshold``.
 2. ``onset_diff = onsets & frames``: a note starts only where both are active.
 3. A run of consecutive ``onset_diff`` frames is one onset, at the run's first frame. Frame 0
-   has no predecessor (the reference wraps to the last frame there: DECISIONS 15 fixes it).
+   has no predecessor (the reference wraps to the last frame there: docs/deviations.md 15 fixes it).
 4. The note ends at the first inactive ``frames`` frame at or after the onset (or at T).
 5. Notes of fewer than ``min_note_frames`` frames are dropped (1 = keep all, the reference).
 
@@ -43,7 +43,7 @@ class Note:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
-    """Thresholds and minimum length of :func:`decode_notes` (defaults: REFERENCE §1.2 evaluation)."""
+    """Thresholds and minimum length of :func:`decode_notes` (defaults: docs/reference.md §1.2 evaluation)."""
 
     onset_threshold: float = DEFAULT_THRESHOLD
     frame_threshold: float = DEFAULT_THRESHOLD

@@ -13,7 +13,7 @@ A standalone separator (the ``separation`` stage's `S` baseline) reads no poster
 predictions carry stems only.
 
 Each window's separator reads that window's own frame posteriorgram (the reference stitched
-the whole song's posteriorgram first and cut it again into windows; REFERENCE §6.2).
+the whole song's posteriorgram first and cut it again into windows; docs/reference.md §6.2).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Predictor:
     def select_instruments(self, waveform: np.ndarray, *, threshold: float = 0.5,
                            aggregate: Literal["any", "mean"] = "any",
                            progress: ProgressFn | None = None) -> tuple[list[int], np.ndarray]:
-        """(detected class indices, per-window probabilities) for a song (DECISIONS 19)."""
+        """(detected class indices, per-window probabilities) for a song (docs/deviations.md 19)."""
         probabilities = self.recognize(waveform, progress)
         return select_instruments(probabilities, threshold=threshold, aggregate=aggregate), probabilities
 

@@ -1,4 +1,4 @@
-"""Long audio: fixed 10-s windows with 50 % overlap, and centre stitching (DECISIONS 15).
+"""Long audio: fixed 10-s windows with 50 % overlap, and centre stitching (docs/deviations.md 15).
 
 Splitting. A song of L samples is cut into ``N = 1 + ceil(max(L - W, 0) / H)`` windows of
 ``W = 160000`` samples starting at ``i * H`` (``H = 80000``); the tail is zero-padded, so every
@@ -19,7 +19,7 @@ log-mel of the whole song) or ``L`` samples. Each window owns a non-empty range 
 a local index beyond its end, for any L >= 1 (tested for L < W, L = W, L = W + 1, 25 s, ...).
 
 This replaces the reference's ``[seg0[:750], mid[250:750], last[250:]]`` concatenation, which
-duplicates frames 250-499 into 750-999 when there is a single window (REFERENCE §10.9).
+duplicates frames 250-499 into 750-999 when there is a single window (docs/reference.md §10.9).
 """
 
 from __future__ import annotations

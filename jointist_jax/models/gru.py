@@ -1,6 +1,6 @@
 """A bidirectional, multi-layer GRU with PyTorch's ``nn.GRU`` math, fast on CPU.
 
-The transcriber's cost is dominated by its bidirectional GRUs over 1001 frames (REFERENCE §11.3),
+The transcriber's cost is dominated by its bidirectional GRUs over 1001 frames (docs/reference.md §11.3),
 so this module is written for speed while keeping PyTorch's exact equations (gate order r, z, n;
 ``b_hn`` inside the reset product; ``h0 = 0``)::
 
@@ -234,7 +234,7 @@ def _init_pytorch(key, in_l, hidden, dtype):
 
 
 def _init_jointist(key, in_l, hidden, dtype):
-    """Jointist's ``init_gru`` (REFERENCE §2.1), applied to both directions (DECISIONS 20).
+    """Jointist's ``init_gru`` (docs/reference.md §2.1), applied to both directions (docs/deviations.md 20).
 
     Each gate block of ``weight_ih`` (H, in) gets U(±√(3/in)) — torch's fan_in of a (H, in)
     block is ``in`` — the r and z blocks of ``weight_hh`` get U(±√(3/H)), its n block an
@@ -270,7 +270,7 @@ class BiGRU(nnx.Module):
       hidden_size: H; the output has 2H features (concat[forward, reverse]).
       num_layers: stacked layers; layer l ≥ 1 consumes the previous 2H concat (no dropout between).
       init: ``"pytorch"`` (torch defaults, U(±1/√H)) or ``"jointist"`` (``init_gru`` on both
-        directions, DECISIONS 20).
+        directions, docs/deviations.md 20).
       dtype: compute dtype of the matmuls; the output is returned in it.
       param_dtype: dtype of the parameters.
       remat: recompute each layer's forward in the backward pass instead of storing its gates.

@@ -1,7 +1,7 @@
 """The composed Jointist model: recognizer -> conditions -> transcriber -> separator.
 
 One clip's log-mel is computed once and shared by the recognizer and the transcriber; the K
-requested instruments of a clip run in one batched call (DECISIONS "Beyond the reference").
+requested instruments of a clip run in one batched call (docs/deviations.md B1, "Beyond the reference").
 
 The recognizer's choice of instruments is data-dependent, so the composition is split in two
 jittable stages with a host-side decision between them:
@@ -9,7 +9,7 @@ jittable stages with a host-side decision between them:
 1. :meth:`Jointist.recognize` -> per-window probabilities (B, 39);
    :func:`select_instruments` thresholds them (0.5) and aggregates the windows of one song
    (``"any"``: OR of thresholded windows, the reference; ``"mean"``: threshold the mean
-   probability, DECISIONS 19).
+   probability, docs/deviations.md 19).
 2. :meth:`Jointist.transcribe_and_separate` with the (B, K, 40) conditions -> per-instrument
    onset and frame posteriorgrams and separated waveforms.
 
@@ -33,7 +33,7 @@ from jointist_jax.models.transcriber import Transcriber
 
 @jax.custom_vjp
 def straight_through_binarise(x: jax.Array, threshold: float) -> jax.Array:
-    """(x > threshold) in the forward pass; gradient passed through clipped to [-1, 1] (REFERENCE §2.4)."""
+    """(x > threshold) in the forward pass; gradient passed through clipped to [-1, 1] (docs/reference.md §2.4)."""
     return (x > threshold).astype(x.dtype)
 
 
@@ -53,7 +53,7 @@ def select_instruments(probabilities: np.ndarray, *, threshold: float = 0.5,
     """Class indices the recognizer detects in a song, from per-window probabilities (W, 39).
 
     ``"any"`` switches an instrument on if any window passes the threshold (the reference);
-    ``"mean"`` thresholds the mean probability over windows (DECISIONS 19).
+    ``"mean"`` thresholds the mean probability over windows (docs/deviations.md 19).
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 2 or probabilities.shape[1] != instruments.NUM_CLASSES:
@@ -76,7 +76,7 @@ class Jointist(nnx.Module):
       separator: the FiLM U-Net separator in ``"sum"`` mode, or None to transcribe only.
       straight_through: feed the separator the binarised frame roll (at ``frame_threshold``)
         with a straight-through gradient instead of the posteriorgram (off in the paper's model).
-      frame_threshold: the binarisation threshold (REFERENCE §2.4: the frame threshold, 0.1).
+      frame_threshold: the binarisation threshold (docs/reference.md §2.4: the frame threshold, 0.1).
     """
 
     def __init__(self, *, recognizer: Recognizer | None, transcriber: Transcriber,

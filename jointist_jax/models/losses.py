@@ -1,8 +1,8 @@
-"""Training losses of the three Jointist modules, as pure float32 functions (DECISIONS 6).
+"""Training losses of the three Jointist modules, as pure float32 functions (docs/deviations.md 6).
 
-* :func:`transcription_loss` — masked BCE on the soft onset target and the frame roll (REFERENCE §3.2);
-* :func:`separation_loss` — L1 on the waveform over rows with a target stem (REFERENCE §3.3);
-* :func:`recognizer_loss` — multi-label BCE over the 39 classes (REFERENCE §1.3).
+* :func:`transcription_loss` — masked BCE on the soft onset target and the frame roll (docs/reference.md §3.2);
+* :func:`separation_loss` — L1 on the waveform over rows with a target stem (docs/reference.md §3.3);
+* :func:`recognizer_loss` — multi-label BCE over the 39 classes (docs/reference.md §1.3).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _require_same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) ->
 
 def transcription_loss(outputs: Mapping[str, jax.Array],
                        batch_rolls: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_T of REFERENCE §3.2: masked BCE(onset) + masked BCE(frame), each one global masked mean.
+    """L_T of docs/reference.md §3.2: masked BCE(onset) + masked BCE(frame), each one global masked mean.
 
     ``bce(o, t, m) = sum(m * [-t log o' - (1 - t) log(1 - o')]) / sum(m)`` with
     ``o' = clip(o, 1e-7, 1 - 1e-7)``, summed over all rows, frames and keys (not averaged per row).
@@ -71,7 +71,7 @@ def transcription_loss(outputs: Mapping[str, jax.Array],
 
 
 def separation_loss(prediction: jax.Array, target: jax.Array, valid: jax.Array) -> jax.Array:
-    """L_MSS of REFERENCE §3.3: mean |prediction - target| over the valid rows and all their samples.
+    """L_MSS of docs/reference.md §3.3: mean |prediction - target| over the valid rows and all their samples.
 
     Args:
       prediction: separated waveforms (B, K, L).
@@ -91,7 +91,7 @@ def separation_loss(prediction: jax.Array, target: jax.Array, valid: jax.Array) 
 
 
 def recognizer_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """L_IR of REFERENCE §1.3: mean BCE(sigmoid(logits), labels[:, :39]) over batch and classes.
+    """L_IR of docs/reference.md §1.3: mean BCE(sigmoid(logits), labels[:, :39]) over batch and classes.
 
     Computed from log-sigmoids, ``-(y log s(x) + (1 - y) log s(-x))``, which is exact where the
     reference's ``binary_cross_entropy(sigmoid(x))`` would saturate.

@@ -1,7 +1,7 @@
 """The instrument recognizer f_IR: CNN14 -> 1x1 conv -> pre-LN transformer with a CLS token.
 
-Reference: ``CombinedModel_NewCLSv2`` + ``CNN14`` + ``MusicTaggingTransformer`` (REFERENCE §1.3,
-§2.2, DECISIONS 4). Log-mel (B, T, 229) -> ``backbone`` (bn0 over mel bins, six conv blocks with
+Reference: ``CombinedModel_NewCLSv2`` + ``CNN14`` + ``MusicTaggingTransformer`` (docs/reference.md §1.3,
+§2.2, docs/deviations.md 4). Log-mel (B, T, 229) -> ``backbone`` (bn0 over mel bins, six conv blocks with
 (2, 2) average pooling, each followed by dropout 0.2) -> (B, 15, 3, 2048) for 1001 frames ->
 channel-major flatten to 6144 per time step -> ``conv`` (the reference's Conv1d(6144, 256, 1), a
 Dense) -> ``encoder`` (CLS + learned positions, dropout, 4 pre-LN layers, no final LayerNorm) ->

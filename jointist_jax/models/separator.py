@@ -1,4 +1,4 @@
-"""Instrument-conditioned FiLM U-Net source separator (Jointist f_MSS), REFERENCE §2.3.
+"""Instrument-conditioned FiLM U-Net source separator (Jointist f_MSS), docs/reference.md §2.3.
 
 Two variants, selected by ``mode``:
 
@@ -6,7 +6,7 @@ Two variants, selected by ``mode``:
   posteriorgram is projected to the STFT bins (``roll2nfft``) and added to the mixture magnitude
   *before* ``bn0``. STFT hop 160.
 * ``"standalone"`` is the reference ``CondUNet`` (the "S" baseline): no roll input, STFT hop 320
-  (hard-coded in the reference, REFERENCE §1.5 / §10.25).
+  (hard-coded in the reference, docs/reference.md §1.5 / §10.25).
 
 Data flow for a batch of B clips with K conditions each: the mixture STFT is computed once per clip and
 broadcast to its K conditions; from there on the U-Net runs on B·K rows (NHWC: time × frequency ×
@@ -337,7 +337,7 @@ class Separator(nnx.Module):
 
         Returns:
           (B, K, T, n_fft//2 + 1) float32 mask in (0, 1); the top bin is always exactly 0.5 (its logit
-          is the reference's zero padding, REFERENCE §10.11).
+          is the reference's zero padding, docs/reference.md §10.11).
         """
         bins = self.n_fft // 2 + 1
         if mix_magnitude.ndim != 3 or mix_magnitude.shape[2] != bins:
@@ -390,7 +390,7 @@ class Separator(nnx.Module):
         Returns:
           ``{"waveform": (B, K, L) float32, "mask": (B, K, T, n_fft//2 + 1) float32}``.
         """
-        del rngs  # no stochastic layers (REFERENCE §2.3)
+        del rngs  # no stochastic layers (docs/reference.md §2.3)
         if waveform.ndim != 2:
             raise ValueError(f"Separator: waveform must have shape (B, L), got {waveform.shape}")
         batch, length = waveform.shape

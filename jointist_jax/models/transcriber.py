@@ -1,4 +1,4 @@
-"""The instrument-conditioned onsets-and-frames transcriber f_T (REFERENCE §2.1, DECISIONS 3, 20).
+"""The instrument-conditioned onsets-and-frames transcriber f_T (docs/reference.md §2.1, docs/deviations.md 3, 20).
 
 Structure, as the reference code has it (module names follow its state-dict keys so a converter
 can map ``frame_model.acoustic.conv_block1.conv1.weight`` to ``frame_model.acoustic.conv_block1.conv1``):
@@ -26,7 +26,7 @@ from flax import nnx
 from jointist_jax import instruments
 from jointist_jax.models.gru import BiGRU
 
-# Channel widths of the reference's two acoustic CNNs (REFERENCE §2.1, §0 surprise 13).
+# Channel widths of the reference's two acoustic CNNs (docs/reference.md §2.1, §0 surprise 13).
 VARIANTS = {
     "narrow": (48, 64, 96, 128),  # CNN8Dropout: the shipped configs / released checkpoint
     "wide": (64, 128, 256, 512),  # CNN8Dropout_Wide: the README training command
@@ -96,7 +96,7 @@ def _avg_pool_frequency(x: jax.Array) -> jax.Array:
 class ConvBlock(nnx.Module):
     """conv3x3 -> BN -> +beta1(cond) -> ReLU -> conv3x3 -> BN -> +beta2(cond) -> ReLU -> pool(1,2) -> dropout.
 
-    The FiLM is beta-only (REFERENCE §0 surprise 5): an additive per-channel bias from the
+    The FiLM is beta-only (docs/reference.md §0 surprise 5): an additive per-channel bias from the
     condition, broadcast over time and frequency. Its Linear weights start U(-1, 1), bias 0.
     """
 

@@ -1,6 +1,6 @@
 """The reference's optimiser: PyTorch Adam with amsgrad, under a warm-up + staircase schedule.
 
-DECISIONS 7 / REFERENCE §1.2: ``Adam(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+docs/deviations.md 7 / docs/reference.md §1.2: ``Adam(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
 amsgrad=True)`` with ``LambdaLR`` stepped every optimiser step:
 multiplier(step) = step / warmup for step <= warmup, else decay_rate ** (step // decay_every).
 The very first update therefore has learning rate 0. No gradient clipping.

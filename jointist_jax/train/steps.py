@@ -71,7 +71,7 @@ def stage_losses(model: nnx.Module, batch: Batch, stage: str,
     """(total loss, per-module losses) of ``stage`` on one batch of the input pipeline.
 
     ir: BCE over 39 classes. transcription: L_T. separation: L_MSS. joint: L_T + L_MSS, with the
-    separation loss back-propagating into the transcriber (no stop-gradient; REFERENCE §3.4).
+    separation loss back-propagating into the transcriber (no stop-gradient; docs/reference.md §3.4).
     """
     batch = _weighted_clip_masks(batch)
     if stage == "ir":
