@@ -31,7 +31,7 @@ demo: install
 
 # Needs the demo's synthetic dataset (`make demo` first); numbers are recorded in README.md.
 benchmarks: install
-	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2
+	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
 	$(PY) benchmarks/forward.py --conditions 1,5
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/inference.py --max_rows 8
