@@ -34,6 +34,7 @@ from jointist_jax.data import pipeline  # noqa: E402
 
 def measure_open(data_dir: str, split: str) -> dict[str, float]:
     """Opening ``split``: seconds and bytes, with the saved record index and by scanning the shards."""
+    from jointist_jax import storage
     from jointist_jax.data import records
 
     start = time.perf_counter()
@@ -44,15 +45,11 @@ def measure_open(data_dir: str, split: str) -> dict[str, float]:
     metadata_bytes = sum(size for name, size in dataset.file_sizes().items() if name.endswith(".json"))
     start = time.perf_counter()
     files = dataset.split_files(split)
-    from jointist_jax import storage
-
     with storage.RangeReader(files) as reader:
-        scanned = time.perf_counter()
         for i in range(len(files)):
             records.scan_file(reader, i)
         scan_seconds = time.perf_counter() - start
         scan_bytes, scan_requests = reader.bytes_read, reader.requests
-    del scanned
     shard_bytes = sum(dataset.file_sizes()[f.name] for f in files)
     return {"records": len(index), "tracks": len(set(index.track_id.tolist())), "shards": len(files),
             "open_seconds": with_index, "open_bytes": index_bytes + metadata_bytes, "index_bytes": index_bytes,

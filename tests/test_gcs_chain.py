@@ -174,7 +174,8 @@ def check_evaluation(joint_run, built, workspace):
     assert (run_dir.evaluation_dir(run.eval_root(), "test", 4) / "songs").is_dir()
     logged = _event_scalars(os.fspath(run.tensorboard("eval_test")))
     # TensorBoard stores float32.
-    assert logged["gt_instruments/sdr/source_wise"] == [pytest.approx(metrics["scalars"]["gt_instruments/sdr/source_wise"], rel=1e-6)]
+    sdr = metrics["scalars"]["gt_instruments/sdr/source_wise"]
+    assert logged["gt_instruments/sdr/source_wise"] == [pytest.approx(sdr, rel=1e-6)]
     assert list(workspace.iterdir()) == []
 
 
