@@ -401,6 +401,18 @@ class RangeReader:
         self.close()
 
 
+def files_under(folder) -> list[epath.Path]:
+    """Every file below ``folder``, at any depth, sorted (epath's glob refuses ``**``, and its
+    ``walk`` drops the ``gs://`` of bucket paths)."""
+    folder = path(folder)
+    if is_remote(folder):
+        scheme = os.fspath(folder).partition("://")[0]
+        names = _filesystem().find(_object_key(folder))
+        return sorted((epath.Path(f"{scheme}://{name}") for name in names), key=os.fspath)
+    return sorted((epath.Path(os.path.join(root, name)) for root, _, names in os.walk(os.fspath(folder))
+                   for name in names), key=os.fspath)
+
+
 def file_sizes(folder) -> dict[str, int]:
     """``{file name: size}`` of the files directly in ``folder`` (one listing request in a bucket)."""
     folder = path(folder)

@@ -72,8 +72,7 @@ def find_audio_files(path) -> list[storage.Path]:
         check_extension(path)
         return [path]
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if _suffix(p).lower() in SUPPORTED_EXTENSIONS and p.is_file()),
-                       key=os.fspath)
+        files = [f for f in storage.files_under(path) if _suffix(f).lower() in SUPPORTED_EXTENSIONS]
         if not files:
             raise AudioError(f"{str(path)!r}: no audio files ({', '.join(SUPPORTED_EXTENSIONS)}) in this folder")
         return files
