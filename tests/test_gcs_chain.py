@@ -182,7 +182,9 @@ def check_evaluation(joint_run, built, workspace):
 def check_transcription(bucket, joint_run, workspace):
     from jointist_jax.inference import cli
 
-    song = f"gs://{bucket}/slakh2100/test"
+    mix = next(f for f in storage.files_under(f"gs://{bucket}/slakh2100/test") if f.name == "mix.flac")
+    storage.copy_file(mix, f"gs://{bucket}/songs/song.flac")
+    song = f"gs://{bucket}/songs"
     out = f"gs://{bucket}/transcribed"
     before = os.getcwd()
     os.chdir(workspace)
@@ -193,7 +195,7 @@ def check_transcription(bucket, joint_run, workspace):
         os.chdir(before)
     assert code == 0
     names = sorted(p.name for p in storage.path(out).iterdir())
-    assert len(names) == 1
+    assert names == ["song"]
     folder = storage.path(out) / names[0]
     document = json.loads((folder / f"{names[0]}.notes.json").read_text())
     assert [i["class_name"] for i in document["instruments"]] == ["Piano", "Bass"]
