@@ -224,16 +224,15 @@ class StagedFolder:
     deleted.
     """
 
-    def __init__(self, target, *, marker: str | None = None, staging_root=None):
+    def __init__(self, target, *, marker: str | None = None):
         import tempfile
 
         self.target = path(target)
         self.marker = marker
         make_dirs(self.target.parent)
-        if is_remote(self.target):
-            parent = None if staging_root is None else os.fspath(path(staging_root))
-        else:
-            parent = os.fspath(self.target.parent)
+        # Beside a local target (same file system, so the final rename is atomic); for a bucket, in
+        # the system's temporary folder.
+        parent = None if is_remote(self.target) else os.fspath(self.target.parent)
         self.local = epath.Path(tempfile.mkdtemp(prefix=".partial-", dir=parent))
 
     def commit(self) -> epath.Path:
