@@ -1,5 +1,9 @@
 """The data-parallel mesh, parameter shardings, and global-batch statistics in a sharded step."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +14,7 @@ from jax.sharding import AxisType, PartitionSpec
 from configs import transcription
 from jointist_jax.train import distributed
 from jointist_jax.train.trainer import Run
+from launch_helpers import ROOT, free_port
 
 
 def test_data_mesh_spans_all_devices_with_auto_axis():
@@ -87,3 +92,36 @@ def test_sharded_parameters_train_like_replicated_ones():
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
     for a, b in zip(params_a, params_b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+_LATE_PROCESS = """
+import sys, time
+import jax, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from jointist_jax.train import distributed
+port, pid, late = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+distributed.initialize(f"127.0.0.1:{port}", 2, pid)
+mesh = distributed.data_mesh()
+sharding = distributed.batch_sharding(mesh)
+x = jax.make_array_from_process_local_data(sharding, np.full((2, 3), pid + 1.0, np.float32))
+if pid == 1:
+    time.sleep(late)  # a process that compiles or loads data more slowly than the other
+total = jax.jit(lambda a: (a * 3).sum(), out_shardings=NamedSharding(mesh, PartitionSpec()))(x)
+print("total", float(total), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_first_collective_waits_for_a_process_that_arrives_late():
+    """gloo gives up on its first collective after 30 s; initialize opens it while both processes
+    are in step, so a process 35 s late to its first step no longer kills the job."""
+    port = free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [subprocess.Popen([sys.executable, "-c", _LATE_PROCESS, str(port), str(pid), "35"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for pid in range(2)]
+    outputs = [p.communicate(timeout=150)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+        assert "total 54.0" in out, out  # 3 * (2 rows * 3 * 1.0 + 2 rows * 3 * 2.0)

@@ -43,6 +43,33 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
     else:
         jax.distributed.initialize()
+    if jax.default_backend() == "cpu":
+        open_cpu_collectives()
+
+
+def open_cpu_collectives(barrier_timeout_s: int = 1800) -> None:
+    """Opens the gloo context over every device while all processes are in step.
+
+    gloo builds its context at the first collective over a set of devices, and each process waits
+    only 30 s (fixed inside XLA, no flag changes it) for the others' addresses. When one process
+    reaches its first training step more than 30 s after another, because it compiled or loaded
+    data more slowly, the job dies with ``Gloo context initialization failed: DEADLINE_EXCEEDED``.
+    Once built, the context is reused and later collectives wait as long as they need. So every
+    process compiles a tiny sum over all devices, meets the others at a coordination-service
+    barrier (which waits up to ``barrier_timeout_s``), and then runs it together.
+    """
+    from jax._src import distributed as jax_distributed  # the coordination-service client
+
+    mesh = data_mesh()
+    sharding = batch_sharding(mesh)
+    total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, PartitionSpec()))
+    compiled = total.lower(jax.ShapeDtypeStruct((mesh.size,), np.int32, sharding=sharding)).compile()
+    ones = jax.make_array_from_process_local_data(sharding, np.ones(jax.local_device_count(), np.int32))
+    jax_distributed.global_state.client.wait_at_barrier("jointist_open_cpu_collectives",
+                                                        barrier_timeout_s * 1000)
+    count = int(compiled(ones))
+    if count != mesh.size:
+        raise RuntimeError(f"collective over {mesh.size} devices counted {count}")
 
 
 def data_mesh(devices=None) -> Mesh:
