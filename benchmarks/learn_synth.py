@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     from flax import nnx
 
     from benchmarks import common
-    from jointist_jax.evaluator import EvalOptions, evaluate_run
+    from jointist_jax.evaluation import EvalOptions, evaluate_run
     from jointist_jax.train import checkpoints, model_factory, trainer
 
     temp = None if args.workdir else tempfile.TemporaryDirectory(prefix="learn_synth-")

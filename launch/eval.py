@@ -62,7 +62,7 @@ _NO_TENSORBOARD = flags.DEFINE_bool("no_tensorboard", False, "Write metrics.json
 
 
 def _options():
-    from jointist_jax.evaluator import EvalOptions
+    from jointist_jax.evaluation import EvalOptions
 
     return EvalOptions(split=_SPLIT.value, max_songs=_MAX_SONGS.value, media_songs=_MEDIA_SONGS.value,
                        batch_windows=_BATCH_WINDOWS.value, max_rows=_MAX_ROWS.value or None,
@@ -73,7 +73,7 @@ def _options():
 
 def evaluate_once(run_path: str, *, config, options, out_root: str, workdir: str) -> None:
     """Evaluates one checkpoint and writes every report."""
-    from jointist_jax.evaluator import evaluate_run, reporting
+    from jointist_jax.evaluation import evaluate_run, reporting
 
     data_dir = config.data.data_dir
     result = evaluate_run(run_path, data_dir, options, ir_path=_IR_CHECKPOINT.value,
@@ -89,7 +89,7 @@ def evaluate_once(run_path: str, *, config, options, out_root: str, workdir: str
 
 def run(config) -> int:
     from jointist_jax import run_dir
-    from jointist_jax.evaluator import watch
+    from jointist_jax.evaluation import watch
     from jointist_jax.inference import loading
 
     workdir = _WORKDIR.value

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     from flax import nnx
 
-    from jointist_jax.evaluator import EvalOptions, evaluate_run
+    from jointist_jax.evaluation import EvalOptions, evaluate_run
     from jointist_jax.train import checkpoints, model_factory
 
     config = checkpoints.read_config(args.run)

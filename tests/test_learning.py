@@ -28,8 +28,8 @@ from flax import nnx
 
 from jointist_jax import instruments
 from jointist_jax.data import targets
-from jointist_jax.evaluation import separation_metrics, transcription_metrics
-from jointist_jax.evaluation.notes import Notes
+from jointist_jax.metrics import separation_metrics, transcription_metrics
+from jointist_jax.metrics.notes import Notes
 from jointist_jax.inference import postprocess
 from jointist_jax.train import model_factory, optimizer, steps
 

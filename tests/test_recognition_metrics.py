@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from jointist_jax.evaluation.recognition_metrics import paper_compat_recognition_scores, paper_crop, recognition_scores
+from jointist_jax.metrics.recognition_metrics import paper_compat_recognition_scores, paper_crop, recognition_scores
 
 PIANO, BASS, GUITAR, DRUMS = 0, 10, 9, 38
 

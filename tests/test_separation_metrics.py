@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jointist_jax.evaluation.separation_metrics import aggregate_separation, sdr, song_separation_scores
+from jointist_jax.metrics.separation_metrics import aggregate_separation, sdr, song_separation_scores
 
 PIANO, BASS, DRUMS = 0, 10, 38
 

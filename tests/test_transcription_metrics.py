@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from jointist_jax.evaluation import mt3_metrics
-from jointist_jax.evaluation.notes import MatchCounts, Notes, midi_to_hz, notes_by_class
-from jointist_jax.evaluation.transcription_metrics import (aggregate_transcription, frame_f1, note_f1,
+from jointist_jax.metrics import mt3_metrics
+from jointist_jax.metrics.notes import MatchCounts, Notes, midi_to_hz, notes_by_class
+from jointist_jax.metrics.transcription_metrics import (aggregate_transcription, frame_f1, note_f1,
                                                            song_transcription_scores)
 
 PIANO, E_PIANO, GUITAR, BASS, DRUMS = 0, 1, 9, 10, 38
@@ -175,7 +175,7 @@ def test_flat_paper_compat_fuses_repeated_notes_and_passes_midi_as_hz():
 def test_flat_paper_compat_decodes_like_the_reference():
     """The fused lists themselves: maximal runs for the reference; onset-gated runs for the
     estimate (onset and frame posteriorgrams thresholded at 0.1, drums left out)."""
-    from jointist_jax.evaluation import fused_notes
+    from jointist_jax.metrics import fused_notes
 
     ref_roll = np.zeros((20, 88), np.float32)
     ref_roll[2:6, 39] = 1

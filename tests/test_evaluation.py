@@ -1,4 +1,4 @@
-"""launch/eval.py and jointist_jax.evaluator on the tiny synthetic dataset.
+"""launch/eval.py and jointist_jax.evaluation on the tiny synthetic dataset.
 
 Tiny freshly initialised runs (saved with `save_model`) exercise every stage's path; an oracle
 predictor that returns the reference rolls and stems checks that notes, frames and stems are
@@ -16,7 +16,7 @@ import pytest
 
 from jointist_jax import instruments
 from jointist_jax.data import targets, tracks
-from jointist_jax.evaluator import EvalOptions, evaluate_run, references, reporting, runner, watch
+from jointist_jax.evaluation import EvalOptions, evaluate_run, references, reporting, runner, watch
 from jointist_jax.inference.predictor import SongPrediction
 from jointist_jax.inference.windows import WindowSpec
 
@@ -134,7 +134,7 @@ class CropRecognizer:
 
 def test_recognition_is_also_scored_on_the_papers_fixed_crop(runs, tiny_tfds_dir, monkeypatch):
     """The tiny songs last 5 s, so the crop is shrunk to 2 s from 1 s on (the rule is the same)."""
-    from jointist_jax.evaluation import recognition_metrics
+    from jointist_jax.metrics import recognition_metrics
 
     fake = CropRecognizer()
     monkeypatch.setattr(runner, "Predictor", lambda *a, **k: fake)

@@ -30,10 +30,10 @@ import numpy as np
 
 from jointist_jax import instruments, run_dir
 from jointist_jax.data import tracks as tracks_lib
-from jointist_jax.evaluation import (aggregate_separation, aggregate_transcription, recognition_scores,
+from jointist_jax.metrics import (aggregate_separation, aggregate_transcription, recognition_scores,
                                      song_separation_scores, song_transcription_scores)
-from jointist_jax.evaluation import recognition_metrics
-from jointist_jax.evaluator import references
+from jointist_jax.metrics import recognition_metrics
+from jointist_jax.evaluation import references
 from jointist_jax.inference import loading, postprocess
 from jointist_jax.inference.predictor import Predictor
 from jointist_jax.inference.windows import SAMPLE_RATE
@@ -96,7 +96,7 @@ class SongMedia:
     Attributes:
       track_id: the song.
       duration: seconds.
-      reference_notes: class index -> reference :class:`jointist_jax.evaluation.Notes`.
+      reference_notes: class index -> reference :class:`jointist_jax.metrics.Notes`.
       predicted_notes: class index -> decoded notes (empty without a transcriber).
       mix: (L,) float32 mixture.
       stems: class index -> (separated, reference or None) float32 (L,) waveforms (empty
@@ -120,7 +120,7 @@ class EvalResult:
       stage: the run's stage.
       split: the split evaluated.
       scalars: ``{setting}/{metric}`` -> value; settings ``gt_instruments``,
-        ``predicted_instruments``, ``recognition`` (metric names: :mod:`jointist_jax.evaluation`).
+        ``predicted_instruments``, ``recognition`` (metric names: :mod:`jointist_jax.metrics`).
       per_class: ``{setting}/{metric}`` -> {class name: value}, for bar charts.
       songs: one summary dict per song (instruments, per-class scores), for ``metrics.json``.
       media: piano rolls and stems of the first ``media_songs`` songs (none for an ir run).

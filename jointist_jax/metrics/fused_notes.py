@@ -12,7 +12,7 @@ onset-gated decoder (docs/reference.md §7.1) on the OR:
 Notes of the same pitch then fuse wherever their frames touch or overlap: two instruments playing
 the same pitch at overlapping times give one note, and so do repeated notes whose frames are
 adjacent. These fused lists feed the flat ``_paper_compat`` note scores
-(:mod:`jointist_jax.evaluation.transcription_metrics`); our default flat score merges the exact
+(:mod:`jointist_jax.metrics.transcription_metrics`); our default flat score merges the exact
 note lists instead (docs/deviations.md 24).
 """
 
@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from jointist_jax import instruments
-from jointist_jax.evaluation.notes import Notes
+from jointist_jax.metrics.notes import Notes
 from jointist_jax.inference import postprocess
 
 DRUMS_INDEX = instruments.class_index("Drums")

@@ -24,8 +24,8 @@ import os
 import numpy as np
 
 from jointist_jax import run_dir, storage
-from jointist_jax.evaluator import charts
-from jointist_jax.evaluator.runner import EvalOptions, EvalResult
+from jointist_jax.evaluation import charts
+from jointist_jax.evaluation.runner import EvalOptions, EvalResult
 from jointist_jax.inference import audio_io
 from jointist_jax.inference.outputs import stem_filename
 from jointist_jax.inference.windows import SAMPLE_RATE

@@ -15,7 +15,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from jointist_jax import instruments
-from jointist_jax.evaluation import Notes
+from jointist_jax.metrics import Notes
 from jointist_jax.inference.postprocess import Note
 
 _REFERENCE_COLOUR = "0.7"

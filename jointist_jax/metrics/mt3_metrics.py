@@ -28,7 +28,7 @@ as ``..._song_mean`` so both can be quoted (see ``transcription_metrics`` for th
 from __future__ import annotations
 
 from jointist_jax import instruments
-from jointist_jax.evaluation.notes import MatchCounts, Notes, SongNotes, concatenate, count_matches
+from jointist_jax.metrics.notes import MatchCounts, Notes, SongNotes, concatenate, count_matches
 
 GRANULARITIES = ("flat", "midi_class", "full_program")
 

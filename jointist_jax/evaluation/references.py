@@ -13,7 +13,7 @@ import numpy as np
 
 from jointist_jax.data import targets
 from jointist_jax.data.tracks import Track
-from jointist_jax.evaluation import Notes, notes_by_class
+from jointist_jax.metrics import Notes, notes_by_class
 from jointist_jax.inference.postprocess import Note
 
 
