@@ -6,7 +6,9 @@ convolutions to YNNPACK, which ran the transcriber's conv stack at 2.2x torch's 
 (the GRU's matmuls stay fast) but lets XLA's own conv emitter run convolutions: 1.0x torch.
 Switching YNNPACK off entirely made the GRU 2.5x slower.
 
-Call :func:`apply_cpu_flags` at the top of an entry point, before ``import jax``. It only adds
+Importing ``jointist_jax`` calls :func:`apply_cpu_flags`, so an entry point only has to import
+a ``jointist_jax`` module before ``import jax``; call it again with ``host_device_count`` to
+simulate several CPU devices (the tests do), still before jax loads. It only adds
 flags that the user has not set, and does nothing once jax is imported (too late to matter), on
 a machine with an accelerator (an NVIDIA GPU or a TPU device node: XLA builds of other
 versions may not know the CPU flag, and it buys nothing there), or with

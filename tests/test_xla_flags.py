@@ -27,3 +27,16 @@ def test_cpu_flags_are_added_unless_switched_off_or_set_by_the_user():
     mine = _flags_after_apply(XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=none")
     assert mine.split().count("--xla_cpu_experimental_ynn_fusion_type=none") == 1
     assert xla_flags.CPU_FLAGS[0] not in mine
+
+
+def test_importing_the_package_adds_the_flags_before_jax_loads():
+    """Entry points only import a jointist_jax module before jax; the package adds the flags."""
+    from jointist_jax import xla_flags
+
+    if xla_flags.has_accelerator():
+        return  # the flags are for CPU-only machines
+    code = "import os, sys; import jointist_jax; print('jax' in sys.modules, os.environ.get('XLA_FLAGS'))"
+    environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JOINTIST_CPU_FLAGS")}
+    out = subprocess.run([sys.executable, "-c", code], env=dict(environment, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", xla_flags.CPU_FLAGS[0]]

@@ -167,9 +167,6 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    from jointist_jax import xla_flags
-
-    xla_flags.apply_cpu_flags()  # before jax is first imported (a no-op if it already is)
     from jointist_jax.inference import audio_io, loading
 
     try:
