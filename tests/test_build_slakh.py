@@ -19,7 +19,9 @@ import soundfile
 import yaml
 
 from data_pipelines import build_slakh
-from data_pipelines.slakh2100 import assemble_track, slakh_tracks, windows
+from data_pipelines.slakh2100 import slakh_tracks
+from jointist_jax.data import packing
+from jointist_jax.data.packing import assemble_track
 from jointist_jax import instruments
 
 SLAKH_RATE = 44100
@@ -158,15 +160,15 @@ def expected_stem(track_dir, stem_ids):
 @pytest.mark.parametrize("n,hop", [(160000, 80000), (160001, 80000), (320000, 80000),
                                    (656000, 480000), (999_999, 480000), (250_000, 7)])
 def test_every_crop_start_lies_in_exactly_one_window(n, hop):
-    bounds = windows.window_bounds(n, CLIP, hop)
-    assert len(bounds) == windows.num_windows(n, CLIP, hop) == math.ceil((n - CLIP + 1) / hop)
+    bounds = packing.window_bounds(n, CLIP, hop)
+    assert len(bounds) == packing.num_windows(n, CLIP, hop) == math.ceil((n - CLIP + 1) / hop)
     starts = np.arange(0, n - CLIP + 1)
     k = starts // hop
     assert k.max() == len(bounds) - 1
     lo = np.array([b[0] for b in bounds])[k]
     hi = np.array([b[1] for b in bounds])[k]
     assert np.all(lo <= starts) and np.all(starts + CLIP <= hi)
-    assert [windows.window_of_crop(int(s), hop) for s in (0, n - CLIP)] == [0, len(bounds) - 1]
+    assert [packing.window_of_crop(int(s), hop) for s in (0, n - CLIP)] == [0, len(bounds) - 1]
     for i, (a, b) in enumerate(bounds):
         assert a == i * hop and b == min(a + hop + CLIP - 1, n)
     # Consecutive windows cover the track without gaps (prefix of H samples each).
@@ -175,22 +177,22 @@ def test_every_crop_start_lies_in_exactly_one_window(n, hop):
 
 
 def test_short_track_has_no_window_and_bad_hops_are_rejected():
-    assert windows.num_windows(CLIP - 1, CLIP, 80000) == 0
+    assert packing.num_windows(CLIP - 1, CLIP, 80000) == 0
     with pytest.raises(ValueError, match="whole numbers of samples"):
-        windows.check_hop(0.00001, 10, RATE)
+        packing.check_hop(0.00001, 10, RATE)
     with pytest.raises(ValueError, match="multiple of 2"):
-        windows.check_hop(0.1, 10, RATE)
+        packing.check_hop(0.1, 10, RATE)
     with pytest.raises(ValueError, match="must be <"):
-        windows.check_hop(600, 10, RATE)
-    assert windows.check_hop(30, 10, RATE) == (480000, 160000)
+        packing.check_hop(600, 10, RATE)
+    assert packing.check_hop(30, 10, RATE) == (480000, 160000)
 
 
 def test_window_notes_keeps_overlapping_notes_relative_to_window():
     notes = {"note_class": np.array([0, 1, 2, 3]), "note_pitch": np.array([60, 61, 62, 63]),
              "note_velocity": np.array([1, 2, 3, 4]),
-             "note_onset": windows.quantize_times(np.array([0.0, 4.0, 5.5, 20.0])),
-             "note_offset": windows.quantize_times(np.array([4.999, 30.0, 6.0, 21.0]))}
-    out = windows.window_notes(notes, 80000, 80000 + 239999, RATE)  # [5 s, 19.99 s)
+             "note_onset": packing.quantize_times(np.array([0.0, 4.0, 5.5, 20.0])),
+             "note_offset": packing.quantize_times(np.array([4.999, 30.0, 6.0, 21.0]))}
+    out = packing.window_notes(notes, 80000, 80000 + 239999, RATE)  # [5 s, 19.99 s)
     assert out["note_pitch"].tolist() == [61, 62]
     np.testing.assert_array_equal(out["note_onset"], np.float32([-1.0, 0.5]))
     assert out["note_onset"].dtype == np.float32 and out["note_class"].dtype == np.int32
@@ -324,7 +326,7 @@ def test_round_trip_audio_notes_and_order(built, slakh_dir):
 
     # Assembled notes equal the track-level labels exactly.
     direct = slakh_tracks.load_track(track_dir)
-    for name in windows.NOTE_FIELDS:
+    for name in packing.NOTE_FIELDS:
         np.testing.assert_array_equal(track1[name], direct.notes[name], err_msg=name)
     labels = list(zip(track1["note_class"].tolist(), track1["note_pitch"].tolist(),
                       track1["note_onset"].tolist()))
@@ -530,7 +532,7 @@ def test_note_starting_exactly_at_the_end_of_the_audio_is_kept(tmp_path):
 def test_window_notes_of_the_last_window_include_a_note_at_its_end():
     notes = {"note_class": np.array([0, 0]), "note_pitch": np.array([60, 62]), "note_velocity": np.array([1, 1]),
              "note_onset": np.array([1.0, 11.0]), "note_offset": np.array([2.0, 11.5])}
-    assert windows.window_notes(notes, 0, 11 * RATE, RATE)["note_pitch"].tolist() == [60, 62]
+    assert packing.window_notes(notes, 0, 11 * RATE, RATE)["note_pitch"].tolist() == [60, 62]
 
 
 def test_split_whose_tracks_are_all_skipped_is_an_error(tmp_path):

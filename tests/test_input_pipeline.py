@@ -5,6 +5,7 @@ metadata.yaml) is built once per session with the real builder
 (``data_pipelines.build_slakh.build``) at a 1-s clip and 2-s hop, so every test runs in seconds.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import soundfile
 import yaml
 
-from jointist_jax.data import pipeline, records, tracks
+from jointist_jax.data import pipeline, records, schema, tracks
 
 SR = 16000
 CLIP_S = 1.0
@@ -378,6 +379,18 @@ def test_layout_from_config_names():
     assert records._layout_from_config_name("clips_hop2p5_clip10_sr16000") == {
         "hop_seconds": 2.5, "clip_seconds": 10.0, "sample_rate": 16000.0}
     assert records._layout_from_config_name("other") == {}
+
+
+@pytest.mark.parametrize("packing", [schema.DEFAULT_PACKING, schema.Packing(2.5, 10.0, 16000),
+                                     schema.Packing(30.0, 4.0, 22050), schema.Packing(0.25, 1.5, 8000)])
+def test_the_builder_names_a_packing_the_reader_reads_back(packing):
+    """The builder's config (its folder name) and the reader's decoding use one schema."""
+    from data_pipelines.slakh2100 import make_config
+
+    config = make_config(packing.hop_seconds, packing.clip_seconds, packing.sample_rate)
+    assert config.name == schema.config_name(packing)
+    assert schema.packing_from_config_name(config.name) == packing
+    assert (config.hop_seconds, config.clip_seconds, config.sample_rate) == dataclasses.astuple(packing)
 
 
 def test_default_ten_second_shapes():

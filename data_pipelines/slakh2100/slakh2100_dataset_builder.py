@@ -1,25 +1,8 @@
 """TFDS builder ``slakh2100``: Slakh2100 tracks packed as overlapping 16-kHz windows.
 
-One example is one window of one track (``windows.py`` gives the arithmetic). The record schema
-is fixed (the reader in ``jointist_jax/data/`` depends on it):
-
-=================  ==========================  ===============================================
-feature            type                        meaning
-=================  ==========================  ===============================================
-track_id           Text                        e.g. ``Track00001``
-window_index       int32 scalar                ``k``
-window_start       int64 scalar                ``k * H`` in samples
-track_length       int64 scalar                ``N``, samples of the whole track
-mix                int16 [L] (raw bytes)       the mix, samples ``[k*H, k*H + L)``
-stem_classes       int32 [C]                   sorted classes that have a class stem
-stems              int16 [C, L] (raw bytes)    class stems (same-class stems summed)
-note_class         int32 [M]                   notes with onset < window end and
-note_pitch         int32 [M]                   offset >= window start, sorted by (onset,
-note_velocity      int32 [M]                   class, pitch); label pitches (bass -12);
-note_onset         float32 [M]                 times in s relative to ``window_start``
-note_offset        float32 [M]                 (negative for notes begun earlier)
-track_classes      int32 [T]                   sorted classes with a note anywhere in the track
-=================  ==========================  ===============================================
+One example is one window of one track; the record schema, the window arithmetic and the
+config names live in the package (:mod:`jointist_jax.data.schema`, :mod:`jointist_jax.data.packing`),
+which the reader imports too.
 
 The dataset's ``metadata.json`` holds the packing (``hop_seconds``, ``clip_seconds``,
 ``sample_rate``) and, per split, ``tracks_written``, ``windows``, ``audio_seconds`` and the
@@ -27,7 +10,7 @@ The dataset's ``metadata.json`` holds the packing (``hop_seconds``, ``clip_secon
 
 Examples are written in generation order (``disable_shuffling``): tracks in sorted order,
 each track's windows consecutive, so validation/test splits can be read back as whole tracks
-(:func:`data_pipelines.slakh2100.assemble_track`). The Slakh2100 directory comes in as the TFDS
+(:func:`jointist_jax.data.packing.assemble_track`). The Slakh2100 directory comes in as the TFDS
 manual dir. Tracks are loaded in a process pool (ordered, a bounded number in flight).
 """
 
@@ -42,14 +25,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import shard_utils
 
-from data_pipelines.slakh2100 import ordered_pool, slakh_tracks, windows
+from data_pipelines.slakh2100 import ordered_pool, slakh_tracks
+from jointist_jax.data import packing
+from jointist_jax.data import schema
 
 log = logging.getLogger(__name__)
 
-# Raw little-endian int16 bytes. zlib saved only ~15 % on music while its decompression took
-# more than half of the input pipeline's time per clip (and a third of the build's), so the
-# audio is stored uncompressed: 1.33x the int16 audio at the default hop (limit 1.5x).
-AUDIO_ENCODING = tfds.features.Encoding.BYTES
 DEFAULT_NUM_SHARDS = 256
 # Example keys must sort in generation order (disable_shuffling); spreading them over TFDS's
 # 128-bit key space keeps each of its 1000 on-disk sort buckets small for large splits.
@@ -68,53 +49,31 @@ or tfds.download.DownloadConfig(manual_dir=DIR).
 class Slakh2100Config(tfds.core.BuilderConfig):
     """Packing parameters: hop between stored windows, clip length and sample rate."""
 
-    hop_seconds: float = 30.0
-    clip_seconds: float = 10.0
-    sample_rate: int = 16000
+    hop_seconds: float = schema.DEFAULT_PACKING.hop_seconds
+    clip_seconds: float = schema.DEFAULT_PACKING.clip_seconds
+    sample_rate: int = schema.DEFAULT_PACKING.sample_rate
 
 
 DEFAULT_CONFIG = Slakh2100Config(
-    name="clips", description="16-kHz windows of 10-s clip + 30-s hop (1.33x storage).")
+    name=schema.DEFAULT_CONFIG_NAME, description="16-kHz windows of 10-s clip + 30-s hop (1.33x storage).")
 
 
-def make_config(hop_seconds: float = 30.0, clip_seconds: float = 10.0,
-                sample_rate: int = 16000) -> Slakh2100Config:
+def make_config(hop_seconds: float = schema.DEFAULT_PACKING.hop_seconds,
+                clip_seconds: float = schema.DEFAULT_PACKING.clip_seconds,
+                sample_rate: int = schema.DEFAULT_PACKING.sample_rate) -> Slakh2100Config:
     """The builder config for these packing parameters (``clips`` for the defaults).
 
-    Non-default parameters get their own config name, hence their own directory.
+    Non-default parameters get their own config name (:func:`jointist_jax.data.schema.config_name`),
+    hence their own directory.
     """
-    windows.check_hop(hop_seconds, clip_seconds, sample_rate)
-    if (hop_seconds, clip_seconds, sample_rate) == (DEFAULT_CONFIG.hop_seconds,
-                                                    DEFAULT_CONFIG.clip_seconds,
-                                                    DEFAULT_CONFIG.sample_rate):
+    packing.check_hop(hop_seconds, clip_seconds, sample_rate)
+    wanted = schema.Packing(hop_seconds=hop_seconds, clip_seconds=clip_seconds, sample_rate=sample_rate)
+    if wanted == schema.DEFAULT_PACKING:
         return DEFAULT_CONFIG
-    name = f"clips_hop{hop_seconds:g}_clip{clip_seconds:g}_sr{sample_rate}".replace(".", "p")
-    return Slakh2100Config(name=name, hop_seconds=hop_seconds, clip_seconds=clip_seconds,
-                           sample_rate=sample_rate,
+    return Slakh2100Config(name=schema.config_name(wanted), hop_seconds=hop_seconds,
+                           clip_seconds=clip_seconds, sample_rate=sample_rate,
                            description=f"{sample_rate}-Hz windows of {clip_seconds:g}-s clip + "
                                        f"{hop_seconds:g}-s hop.")
-
-
-def features() -> tfds.features.FeaturesDict:
-    """The fixed record schema (module docstring)."""
-    ints = lambda: tfds.features.Tensor(shape=(None,), dtype=np.int32)  # noqa: E731
-    floats = lambda: tfds.features.Tensor(shape=(None,), dtype=np.float32)  # noqa: E731
-    return tfds.features.FeaturesDict({
-        "track_id": tfds.features.Text(),
-        "window_index": tfds.features.Scalar(dtype=np.int32),
-        "window_start": tfds.features.Scalar(dtype=np.int64),
-        "track_length": tfds.features.Scalar(dtype=np.int64),
-        "mix": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding=AUDIO_ENCODING),
-        "stem_classes": ints(),
-        "stems": tfds.features.Tensor(shape=(None, None), dtype=np.int16,
-                                      encoding=AUDIO_ENCODING),
-        "note_class": ints(),
-        "note_pitch": ints(),
-        "note_velocity": ints(),
-        "note_onset": floats(),
-        "note_offset": floats(),
-        "track_classes": ints(),
-    })
 
 
 class EmptySplitError(ValueError):
@@ -152,7 +111,7 @@ class Slakh2100(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description="Slakh2100 at 16 kHz, packed as overlapping windows of the mix, the "
                         "instrument-class stems and the labelled notes (jointist-jax).",
-            features=features(),
+            features=schema.features(),
             homepage="http://www.slakh.com/",
             disable_shuffling=True,
             metadata=tfds.core.MetadataDict(),
@@ -176,7 +135,7 @@ class Slakh2100(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, track_dirs: Sequence[str]):
         """Yields ``(key, window example)`` in (track, window) order; skips bad tracks."""
         config = self.builder_config
-        hop, clip = windows.check_hop(config.hop_seconds, config.clip_seconds,
+        hop, clip = packing.check_hop(config.hop_seconds, config.clip_seconds,
                                       config.sample_rate)
         stats = self.split_stats[split] = SplitStats()
         loader = functools.partial(slakh_tracks.load_track_or_skip,
@@ -222,7 +181,7 @@ def track_examples(track: slakh_tracks.Track, hop: int, clip: int,
                    sample_rate: int) -> Iterator[dict[str, Any]]:
     """The window examples of one track, in window order."""
     track_classes = track.track_classes
-    for k, (start, end) in enumerate(windows.window_bounds(track.num_samples, clip, hop)):
+    for k, (start, end) in enumerate(packing.window_bounds(track.num_samples, clip, hop)):
         example = {
             "track_id": track.track_id,
             "window_index": np.int32(k),
@@ -233,7 +192,7 @@ def track_examples(track: slakh_tracks.Track, hop: int, clip: int,
             "stems": np.ascontiguousarray(track.stems[:, start:end]),
             "track_classes": track_classes,
         }
-        example.update(windows.window_notes(track.notes, start, end, sample_rate))
+        example.update(packing.window_notes(track.notes, start, end, sample_rate))
         yield example
 
 

@@ -16,7 +16,7 @@ Labels (docs/deviations.md 11, docs/reference.md §4.2):
     for other drum pitches is fixed: those notes are simply dropped);
   * other stems drop notes with pitch >= 109, and notes of a MIDI file whose own program is a
     bass (32-39) are shifted down 12 semitones; velocity is kept;
-  * note times are quantised to 2**-15 s (see ``windows.py``), notes starting after the end of
+  * note times are quantised to 2**-15 s (see ``jointist_jax/data/packing.py``), notes starting after the end of
     the mix audio are dropped (one starting exactly at the end is kept, as in the reference: its
     onset falls on the last spectrogram frame), and notes are sorted by (onset, class, pitch,
     offset, velocity).
@@ -56,7 +56,7 @@ import scipy.signal
 import soundfile
 import yaml
 
-from data_pipelines.slakh2100 import windows
+from jointist_jax.data import packing
 from jointist_jax import instruments, storage
 
 SPLITS = ("train", "validation", "test")
@@ -294,8 +294,8 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
                 class_audio[stem.class_index] = audio
 
     notes = _concat_notes(note_parts)
-    notes["note_onset"] = windows.quantize_times(notes["note_onset"])
-    notes["note_offset"] = windows.quantize_times(notes["note_offset"])
+    notes["note_onset"] = packing.quantize_times(notes["note_onset"])
+    notes["note_offset"] = packing.quantize_times(notes["note_offset"])
     audible = notes["note_onset"] <= n / sample_rate
     notes = sort_notes({name: values[audible] for name, values in notes.items()})
     if notes["note_onset"].size == 0:
@@ -321,5 +321,5 @@ def load_track_or_skip(track_dir: str, sample_rate: int = 16000,
 def _concat_notes(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not parts:
         return {name: np.zeros(0, np.float64 if name in ("note_onset", "note_offset") else np.int32)
-                for name in windows.NOTE_FIELDS}
-    return {name: np.concatenate([p[name] for p in parts]) for name in windows.NOTE_FIELDS}
+                for name in packing.NOTE_FIELDS}
+    return {name: np.concatenate([p[name] for p in parts]) for name in packing.NOTE_FIELDS}

@@ -24,22 +24,17 @@ import dataclasses
 import io
 import logging
 import os
-import re
 import threading
 import zlib
 
 import numpy as np
 
 from jointist_jax import storage
+from jointist_jax.data import schema
 
 log = logging.getLogger(__name__)
 
-DATASET_NAME = "slakh2100"
 INDEX_SUFFIX = ".record_index.npz"
-CONFIG_NAME = "clips"
-INDEX_FIELDS = ("track_id", "window_index", "window_start", "track_length")
-# Used when neither the dataset metadata nor the config name gives the sample rate.
-DEFAULT_SAMPLE_RATE = 16000
 
 
 def dataset_dir(data_dir) -> storage.Path:
@@ -52,22 +47,22 @@ def dataset_dir(data_dir) -> storage.Path:
     root = storage.require_exists(data_dir, role="data_dir", kind="dir")
     if (root / "dataset_info.json").is_file():
         return root
-    dataset_root = root / DATASET_NAME
-    config_dir = dataset_root / CONFIG_NAME
+    dataset_root = root / schema.DATASET_NAME
+    config_dir = dataset_root / schema.DEFAULT_CONFIG_NAME
     if not config_dir.is_dir() and dataset_root.is_dir():
         # A non-default packing (``clips_hop..``) is used when it is the only one present.
-        others = sorted(p for p in dataset_root.iterdir() if p.name.startswith(CONFIG_NAME) and p.is_dir())
+        others = sorted(p for p in dataset_root.iterdir() if p.name.startswith(schema.DEFAULT_CONFIG_NAME) and p.is_dir())
         if len(others) > 1:
             raise FileNotFoundError(
                 f"{os.fspath(dataset_root)!r} holds several packings {[p.name for p in others]} but no "
-                f"{CONFIG_NAME!r}: pass the version directory of the one you want as data_dir")
+                f"{schema.DEFAULT_CONFIG_NAME!r}: pass the version directory of the one you want as data_dir")
         if others:
             config_dir = others[0]
     versions = ([p for p in config_dir.iterdir() if (p / "dataset_info.json").is_file()]
                 if config_dir.is_dir() else [])
     if not versions:
         raise FileNotFoundError(
-            f"no prepared {DATASET_NAME}/{CONFIG_NAME} dataset under {os.fspath(root)!r}: expected "
+            f"no prepared {schema.DATASET_NAME}/{schema.DEFAULT_CONFIG_NAME} dataset under {os.fspath(root)!r}: expected "
             f"{os.fspath(config_dir)}/<version>/dataset_info.json (build it with data_pipelines.build_slakh)")
 
     def version_key(p):
@@ -123,20 +118,10 @@ def _metadata_number(metadata, key: str) -> float | None:
     return None
 
 
-# The builder's config names (data_pipelines/slakh2100: ``make_config``): ``clips`` is 30-s hop,
-# 10-s clip, 16 kHz; other packings are named ``clips_hop<h>_clip<c>_sr<rate>`` with '.' as 'p'.
-DEFAULT_CONFIG_LAYOUT = {"hop_seconds": 30.0, "clip_seconds": 10.0, "sample_rate": 16000.0}
-_CONFIG_NAME = re.compile(r"^clips_hop([0-9p]+)_clip([0-9p]+)_sr([0-9]+)$")
-
-
 def _layout_from_config_name(name: str | None) -> dict[str, float]:
-    if name == CONFIG_NAME:
-        return dict(DEFAULT_CONFIG_LAYOUT)
-    match = _CONFIG_NAME.match(name or "")
-    if not match:
-        return {}
-    hop, clip, rate = (float(g.replace("p", ".")) for g in match.groups())
-    return {"hop_seconds": hop, "clip_seconds": clip, "sample_rate": rate}
+    """The packing the builder config's name encodes, as a dict; {} for a name it never writes."""
+    packing = schema.packing_from_config_name(name)
+    return {} if packing is None else dataclasses.asdict(packing)
 
 
 def open_dataset(data_dir) -> ClipDataset:
@@ -159,7 +144,8 @@ def open_dataset(data_dir) -> ClipDataset:
         value = _metadata_number(builder.info.metadata, key)
         if value is not None:
             layout[key] = value
-    sample_rate = int(layout.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    # Neither the metadata nor the config name gives the rate: the default packing's.
+    sample_rate = int(layout.get("sample_rate", schema.DEFAULT_PACKING.sample_rate))
     hop, clip = layout.get("hop_seconds"), layout.get("clip_seconds")
     return ClipDataset(
         path=path, builder=builder, sample_rate=sample_rate,
@@ -321,7 +307,7 @@ _LOCAL_CHUNK, _REMOTE_CHUNK = 256, 64 * 1024
 def scan_file(reader: storage.RangeReader, file_index: int) -> tuple[list[tuple[int, int]], list[dict]]:
     """``[(offset, length)]`` of every record of one TFRecord file and its index fields."""
     path = reader.files[file_index]
-    wanted = frozenset(INDEX_FIELDS)
+    wanted = frozenset(schema.INDEX_FIELDS)
     spans, fields = [], []
     size = reader.size(file_index)
     cur = _Cursor(reader, file_index, _REMOTE_CHUNK if storage.is_remote(path) else _LOCAL_CHUNK)
@@ -353,14 +339,14 @@ def scan_index(files: list, *, threads: int = 16) -> RecordIndex:
         with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
             scans = list(pool.map(lambda i: scan_file(reader, i), range(len(files))))
     file_index, offsets, lengths = [], [], []
-    cols = {k: [] for k in INDEX_FIELDS}
+    cols = {k: [] for k in schema.INDEX_FIELDS}
     for i, (spans, fields) in enumerate(scans):
         for (off, n), values in zip(spans, fields):
             file_index.append(i)
             offsets.append(off)
             lengths.append(n)
             cols["track_id"].append(values["track_id"][0].decode("utf-8"))
-            for key in INDEX_FIELDS[1:]:
+            for key in schema.INDEX_FIELDS[1:]:
                 cols[key].append(int(values[key][0]))
     return RecordIndex(
         files=files,

@@ -2,7 +2,7 @@
 
 Records are read in file order with :mod:`records` (no tf.data interleaving, which would mix
 tracks); consecutive records of one ``track_id`` are one track, put back together by
-:func:`data_pipelines.slakh2100.assemble_track` (the builder's own inverse of its packing).
+:func:`jointist_jax.data.packing.assemble_track` (the builder's own inverse of its packing).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_pipelines.slakh2100 import assemble_track
+from jointist_jax.data.packing import assemble_track
 from jointist_jax.data import records
 
 

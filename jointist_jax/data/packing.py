@@ -13,8 +13,10 @@ end of the track). Note times are first quantised to :data:`TIME_QUANTUM`
 (2**-15 s, a binary fraction, under one 16-kHz sample) so that window-relative float32 times
 within 512 s of the window start are exact: :func:`assemble_track` then puts every note back in
 exactly one window without rounding ambiguity and recovers its times exactly (only the offset
-of a note held for more than ~8 minutes past its window's start can be off, by < 0.1 ms). The reader in ``jointist_jax/data/`` uses the same arithmetic
-(:func:`num_windows`, :func:`window_bounds`, :func:`window_of_crop`, :func:`assemble_track`).
+of a note held for more than ~8 minutes past its window's start can be off, by < 0.1 ms). The
+builder (``data_pipelines/slakh2100``) packs with these functions and the reader
+(``jointist_jax/data/``) reads back with them: :func:`num_windows`, :func:`window_bounds`,
+:func:`window_of_crop`, :func:`assemble_track`.
 """
 
 from __future__ import annotations
