@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_negative = 0  # sampled absent instruments per clip (Empty included)
     config.data.temperature = 0.5  # positives ~ (1/occurrence)^temperature (docs/reference.md §3.1)
     config.data.transcribe_negatives = False  # docs/deviations.md 14: False = code behaviour (no L_T)
+    # "per_track": one crop of every track per epoch, as the reference (docs/reference.md §4.3);
+    # "all_audio": every crop start equally likely, so long songs weigh more.
+    config.data.crop_sampling = "per_track"
     config.data.eval_batches = 4  # validation batches per evaluation (fixed windows); 0: no validation
 
     config.model = ml_collections.ConfigDict()

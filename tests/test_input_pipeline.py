@@ -186,33 +186,78 @@ def test_resume_equals_fresh_run_without_reading_earlier_batches(data_dir):
         assert_same(x, y)
 
 
-def test_epochs_cover_crop_starts_uniformly(data_dir):
-    with make(data_dir, num_positive=0, num_negative=0, targets=False, stems=False) as pipe:
+def test_all_audio_epochs_cover_crop_starts_uniformly(data_dir):
+    with make(data_dir, num_positive=0, num_negative=0, targets=False, stems=False,
+              crop_sampling="all_audio") as pipe:
         table, m = pipe.table, pipe.examples_per_epoch
-        positions = np.concatenate([pipeline.epoch_positions(0, 0, e, table.total, m) for e in range(400)])
+        positions = np.concatenate([pipeline.epoch_positions(0, e, table.total, m) for e in range(400)])
         records_of = np.searchsorted(table.cumulative, positions, side="right") - 1
         counts = np.bincount(records_of, minlength=len(pipe.index))
         weights = np.diff(table.cumulative)
         np.testing.assert_allclose(counts / counts.sum(), weights / weights.sum(), atol=0.01)
         # Within an epoch every slice of the crop starts is visited once.
-        one = np.sort(pipeline.epoch_positions(0, 0, 0, table.total, m))
+        one = np.sort(pipeline.epoch_positions(0, 0, table.total, m))
         assert np.all(np.diff(one) > 0) and one[-1] < table.total
 
 
-def test_two_hosts_read_disjoint_files_covering_all(data_dir):
-    hosts = [make(data_dir, global_batch=4, process_index=p, process_count=2) for p in range(2)]
+def _tracks_of(batches, train_tracks):
+    found = []
+    for batch in batches:
+        for crop in batch["waveform"]:
+            for track_id, track in train_tracks.items():
+                try:
+                    find_start(track, crop)
+                except AssertionError:
+                    continue
+                found.append(track_id)
+                break
+    return found
+
+
+def test_per_track_epochs_take_one_crop_of_every_track(data_dir, train_tracks):
+    """The reference's sampling: an epoch is one crop of each track, whatever its length."""
+    with make(data_dir, num_positive=0, num_negative=0, targets=False, stems=False) as pipe:
+        assert pipe.examples_per_epoch == len(TRAIN_SECONDS) and pipe.steps_per_epoch == 3
+        found = _tracks_of(take(pipe, 6), train_tracks)
+    assert len(found) == 12
+    for epoch in (found[:6], found[6:]):
+        assert sorted(epoch) == sorted(train_tracks)  # every track once per epoch
+    assert found[:6] != found[6:]  # each epoch in its own order
+
+
+def test_per_track_starts_are_uniform_over_the_whole_track(data_dir):
+    """A track's crop (and a silent crop's redraw) is uniform over all of its windows' starts."""
+    with make(data_dir, num_positive=0, num_negative=0, targets=False, stems=False) as pipe:
+        table, starts = pipe.table, pipe.tracks
+        longest = int(np.argmax([c[-1] for c in starts.cumulative]))
+        rows = starts.records[longest]
+        assert len(rows) >= 2  # 5.0 s with a 2-s hop: several windows
+        rng = np.random.default_rng(0)
+        drawn = [starts.draw(longest, rng, table) for _ in range(20000)]
+        per_record = np.array([sum(r == row for r, _ in drawn) for row in rows])
+        counts = np.diff(table.cumulative)[rows]
+        np.testing.assert_allclose(per_record / len(drawn), counts / counts.sum(), atol=0.015)
+        for record, start in drawn[:200]:
+            assert table.lo[record] <= start <= table.hi[record]
+
+
+def test_two_hosts_build_the_one_host_global_batch(data_dir):
+    """The global batch depends on (seed, step) only: two hosts' slices, side by side, are the
+    batch one host builds alone; so is a resumed host's."""
+    with make(data_dir, global_batch=4) as one:
+        expected = take(one, 3)
+    hosts = [make(data_dir, global_batch=4, process_index=p, process_count=2, start_step=1) for p in range(2)]
     try:
         assert hosts[0].local_batch == 2
-        files = [set(h.index.files) for h in hosts]
-        assert not files[0] & files[1]
-        assert files[0] | files[1] == set(records.open_dataset(data_dir).split_files("train"))
-        a, b = take(hosts[0], 2), take(hosts[1], 2)
-        assert not np.array_equal(a[0]["waveform"], b[0]["waveform"])
+        slices = [take(h, 2) for h in hosts]
     finally:
         for h in hosts:
             h.close()
-    with pytest.raises(ValueError, match="3 shard files cannot feed 4 hosts"):
-        make(data_dir, global_batch=4, process_index=0, process_count=4)
+    for step in range(2):
+        joined = {key: np.concatenate([slices[0][step][key], slices[1][step][key]]) for key in expected[0]}
+        assert_same(joined, expected[step + 1])
+    with pytest.raises(ValueError, match="positive multiple of the process count 4"):
+        make(data_dir, global_batch=6, process_index=0, process_count=4)
 
 
 def test_global_arrays_sharded_on_eight_devices(data_dir):
@@ -332,37 +377,61 @@ def test_lazy_audio_crops_equal_full_decoding(data_dir):
                                                   full["stems"][rows, offset:offset + CLIP])
 
 
-def _record(note_onsets, length=3 * SR, track_length=None):
+def _record(note_onsets, length=3 * SR, track_length=None, **fields):
     m = len(note_onsets)
-    return records.Record.from_arrays({
+    return records.Record.from_arrays({**{
         "track_id": b"T", "window_index": 0, "window_start": 0,
         "track_length": track_length or length,
         "mix": np.arange(length, dtype=np.int16), "stem_classes": np.array([4], np.int32),
         "stems": np.ones((1, length), np.int16), "note_class": np.full(m, 4, np.int32),
         "note_pitch": np.full(m, 60, np.int32), "note_velocity": np.full(m, 90, np.int32),
         "note_onset": np.asarray(note_onsets, np.float32),
-        "note_offset": np.asarray(note_onsets, np.float32) + 0.2, "track_classes": np.array([4], np.int32)})
+        "note_offset": np.asarray(note_onsets, np.float32) + 0.2, "track_classes": np.array([4], np.int32)},
+        **fields})
 
 
 SPEC = pipeline.ExampleSpec(clip_samples=CLIP, sample_rate=SR, num_positive=2, num_negative=1, temperature=0.5,
                             transcribe_negatives=False, targets=True, stems=True, evaluation=False)
 
 
-def test_silent_crop_is_redrawn_within_its_window():
-    record = _record([2.5])  # the only note is at 2.5 s; a crop at 0 is silent
-    rng = np.random.default_rng(0)
-    out = pipeline.build_example(record, 0, rng, SPEC, resample_within=(0, 2 * SR))
-    start = int(out["waveform"][0] * 32768)
-    assert start > int(1.3 * SR)  # the redrawn crop overlaps the note
+def test_silent_crop_is_redrawn_elsewhere_in_its_track():
+    silent = _record([2.5])  # the only note of this window is at 2.5 s: a crop at 0 has no note
+    later = _record([0.3], window_index=1, window_start=3 * SR, track_length=6 * SR)
+    reads = []
+
+    def read(record_id):
+        reads.append(record_id)
+        return {"first": silent, "later": later}[record_id]
+
+    record, start = pipeline.draw_audible_crop(("first", 0), lambda: ("later", 3 * SR), read, SPEC)
+    assert record is later and start == 3 * SR and reads == ["first", "later"]
+    out = pipeline.build_example(record, start, np.random.default_rng(0), SPEC)
     assert out["instruments"][4] == 1 and out["class_ids"][:2].tolist() == [4, 4]
     assert out["frame_roll"][0].any() and out["source_valid"].tolist() == [1, 1, 1]
-    # Evaluation keeps the silent crop.
-    out = pipeline.build_example(record, 0, rng, SPEC, resample_within=None)
-    assert out["waveform"][1] * 32768 == 1 and not out["is_positive"].any()
+    # An audible first crop is kept without reading anything else.
+    reads.clear()
+    assert pipeline.draw_audible_crop(("first", 2 * SR), lambda: ("later", 3 * SR), read, SPEC) == (silent, 2 * SR)
+    assert reads == ["first"]
+
+
+def test_crop_with_notes_but_silent_audio_is_redrawn():
+    quiet = _record([0.1], mix=np.zeros(3 * SR, np.int16))
+    assert not pipeline.is_audible(quiet, 0, SPEC) and pipeline.is_audible(_record([0.1]), 0, SPEC)
+    record, start = pipeline.draw_audible_crop(("quiet", 0), lambda: ("loud", SR),
+                                               {"quiet": quiet, "loud": _record([1.2])}.get, SPEC)
+    assert start == SR and pipeline.is_audible(record, start, SPEC)
 
 
 def test_crop_that_stays_silent_gets_all_negative_rows():
-    out = pipeline.build_example(_record([]), 0, np.random.default_rng(0), SPEC, resample_within=(0, 2 * SR))
+    redraws = []
+
+    def redraw():
+        redraws.append(1)
+        return "silent", SR
+
+    record, start = pipeline.draw_audible_crop(("silent", 0), redraw, {"silent": _record([])}.get, SPEC)
+    assert len(redraws) == pipeline.MAX_CROP_REDRAWS and start == SR
+    out = pipeline.build_example(record, start, np.random.default_rng(0), SPEC)
     assert not out["instruments"].any() and not out["is_positive"].any()
     assert not out["mask_roll"].any() and out["source_valid"].tolist() == [1, 1, 1]
 
@@ -370,7 +439,7 @@ def test_crop_that_stays_silent_gets_all_negative_rows():
 def test_record_shorter_than_the_crop_raises():
     record = _record([0.1], length=SR // 2, track_length=3 * SR)
     with pytest.raises(ValueError, match="too few samples"):
-        pipeline.build_example(record, 0, np.random.default_rng(0), SPEC, resample_within=None)
+        pipeline.build_example(record, 0, np.random.default_rng(0), SPEC)
 
 
 def test_layout_from_config_names():
@@ -398,15 +467,16 @@ def test_default_ten_second_shapes():
                                 temperature=0.5, transcribe_negatives=False, targets=True, stems=True,
                                 evaluation=False)
     record = _record([0.5, 4.0, 9.0], length=12 * SR)
-    out = pipeline.build_example(record, 0, np.random.default_rng(0), spec, resample_within=(0, 2 * SR))
+    out = pipeline.build_example(record, 0, np.random.default_rng(0), spec)
     shapes = {name: shape for name, _, shape in spec.fields()}
     assert shapes["frame_roll"] == (4, 1001, 88) and shapes["source"] == (4, 160000)
     assert {k: v.shape for k, v in out.items()} == shapes
 
 
-def test_steps_per_epoch_counts_clip_lengths_of_crop_starts(data_dir):
+def test_steps_per_epoch_counts_tracks_or_clip_lengths_of_crop_starts(data_dir):
+    assert pipeline.steps_per_epoch(data_dir, "train", global_batch=2, clip_seconds=CLIP_S) == 3
     steps = pipeline.steps_per_epoch(data_dir, "train", global_batch=2, clip_seconds=CLIP_S,
-                                     process_index=0, process_count=1)
+                                     crop_sampling="all_audio")
     # Crop starts per track: N - clip + 1 (every start lies in exactly one window).
     total = sum(int(s * SR) - CLIP + 1 for s in TRAIN_SECONDS)
     assert steps == -(-total // CLIP) // 2

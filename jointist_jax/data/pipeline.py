@@ -1,20 +1,27 @@
 """The training and validation input pipeline: records → crops → sampled rows → global jax.Arrays.
 
-Design (docs/reference.md §4.3, §3.1; docs/deviations.md 8, 12, 13, 14):
+Design (docs/reference.md §4.3, §3.1; docs/deviations.md 8, 12, 13, 14, 29, 30):
 
-* Each host indexes its own shard files once (:mod:`records`; file ``i`` goes to host
-  ``i % process_count``) and weights every window by its number of valid crop starts, so every
-  crop start of the host's data is equally likely.
-* Example ``i`` of a host is a pure function of ``(seed, process_index, i)`` and the data:
-  ``epoch, j = divmod(i, M)`` where ``M`` (examples per epoch) is the host's crop-start count
-  divided by the clip length, rounded up. Epoch ``e`` draws a stratified sample of ``M`` crop
-  starts (one uniform draw in each of ``M`` equal slices of all crop starts), shuffled by
-  ``default_rng([seed, process_index, 1, e])``; entry ``j`` picks the record and crop start. Row
-  sampling uses ``default_rng([seed, process_index, 0, i])``. A pipeline started at step ``n``
-  therefore starts at example ``n * local_batch`` and reads nothing before it.
-* Silent crops (no note overlapping the crop): as the reference, the crop start is redrawn, here
-  uniformly within the same window, at most :data:`MAX_CROP_RESAMPLES` times; a crop that stays
-  silent gets all-negative rows (:mod:`sampler`).
+* Every host indexes the split once (:mod:`records`: the saved record index, one small read) and
+  every window gets its range of valid crop starts (:class:`CropTable`).
+* The global batch is a function of ``(seed, step)`` and the data only: global example ``g`` of
+  step ``s`` and slot ``b`` is ``g = s * global_batch + b``, and host ``p`` builds slots
+  ``p * local_batch .. (p + 1) * local_batch - 1`` by random access. A run is therefore the same on
+  any number of hosts and devices, and a pipeline started at step ``n`` reads nothing before it.
+* Which crop example ``g`` is (``crop_sampling``):
+
+  - ``"per_track"`` (the reference, docs/reference.md §4.3): an epoch is one crop of every track,
+    tracks in the order of a permutation drawn from ``default_rng([seed, 1, epoch])``; the crop
+    start is uniform over the track's valid starts. Every track is equally likely whatever its
+    length.
+  - ``"all_audio"``: every crop start of the split is equally likely, so long songs weigh more.
+    An epoch is ``M`` examples (all starts divided by the clip length, rounded up): one uniform
+    draw in each of ``M`` equal slices of all starts, shuffled by ``default_rng([seed, 1, epoch])``.
+
+  ``default_rng([seed, 0, g])`` then draws everything else of the example.
+* Silent crops: as the reference, a crop whose audio is all zeros or that holds no labelled note
+  is redrawn uniformly over its whole track, at most :data:`MAX_CROP_REDRAWS` times (the
+  reference has no bound); a crop that stays silent gets all-negative rows (:mod:`sampler`).
 * Evaluation (``random_crop=False``, docs/deviations.md 13): one crop per track starting at
   :data:`EVAL_OFFSET_SECONDS` (10 s), or at 0 when the track is shorter than the offset plus one
   clip (20 s for 10-s clips); tracks in dataset order, dealt round-robin to hosts; one finite pass;
@@ -39,7 +46,9 @@ from jointist_jax.data import records, sampler, targets
 # Examples built at once. Each reads one record (a few MB); from a bucket each read waits tens of
 # milliseconds for the first byte, so many reads must be in flight to keep up with local disk.
 LOCAL_WORKERS, REMOTE_WORKERS = 4, 16
-MAX_CROP_RESAMPLES = 10
+# A track whose crops are this many times in a row silent gets an all-negative example instead.
+MAX_CROP_REDRAWS = 32
+CROP_SAMPLINGS = ("per_track", "all_audio")
 EVAL_OFFSET_SECONDS = 10.0
 _INFINITE = 1 << 62
 
@@ -104,21 +113,91 @@ def crop_table(index: records.RecordIndex, clip_samples: int, hop_samples: int |
 
 
 def epoch_size(table: CropTable, clip_samples: int) -> int:
-    """Examples per epoch: as many crops as fit the host's crop starts end to end (at least 1)."""
+    """``all_audio`` examples per epoch: as many crops as fit all crop starts end to end (at least 1)."""
     return max(1, math.ceil(table.total / clip_samples))
 
 
-def epoch_positions(seed: int, process_index: int, epoch: int, total: int, size: int) -> np.ndarray:
+def epoch_positions(seed: int, epoch: int, total: int, size: int) -> np.ndarray:
     """``size`` crop-start positions in ``[0, total)``: one uniform draw per equal slice, shuffled.
 
     Each position is marginally uniform over all starts, and an epoch covers the data evenly.
     """
-    rng = np.random.default_rng([seed, process_index, 1, epoch])
+    rng = np.random.default_rng([seed, 1, epoch])
     edges = (np.arange(size + 1, dtype=np.float64) * total / size)
     lo = np.floor(edges[:-1]).astype(np.int64)
     hi = np.maximum(np.floor(edges[1:]).astype(np.int64), lo + 1)
     positions = np.minimum(lo + (rng.random(size) * (hi - lo)).astype(np.int64), total - 1)
     return positions[rng.permutation(size)]
+
+
+def epoch_tracks(seed: int, epoch: int, num_tracks: int) -> np.ndarray:
+    """``per_track``: the order in which epoch ``epoch`` visits the tracks (a permutation)."""
+    return np.random.default_rng([seed, 1, epoch]).permutation(num_tracks)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackStarts:
+    """The crop starts of each track: track ``t`` owns records ``records[t]`` (window order), whose
+    start counts run up to ``cumulative[t][-1]``."""
+
+    records: list          # [np.ndarray int64] per track
+    cumulative: list       # [np.ndarray int64 (len + 1,)] per track
+    track_of_record: np.ndarray  # int64 (R,)
+
+    @classmethod
+    def of(cls, index: records.RecordIndex, table: CropTable) -> "TrackStarts":
+        """Tracks in dataset order; a track without any valid crop start is left out (-1)."""
+        _, first, inverse = np.unique(index.track_id, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        track = rank[inverse.reshape(-1)]
+        order = np.lexsort((index.window_index, track))
+        bounds = np.searchsorted(track[order], np.arange(len(first) + 1))
+        counts = np.diff(table.cumulative)
+        per_track, cumulative = [], []
+        track_of_record = np.full(len(track), -1, np.int64)
+        for t in range(len(first)):
+            rows = order[bounds[t]:bounds[t + 1]]
+            if counts[rows].sum() == 0:
+                continue
+            track_of_record[rows] = len(per_track)
+            per_track.append(rows)
+            cumulative.append(np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64))
+        return cls(records=per_track, cumulative=cumulative, track_of_record=track_of_record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def draw(self, track: int, rng: np.random.Generator, table: CropTable) -> tuple[int, int]:
+        """A crop start uniform over the track's valid starts, as ``(record, absolute start)``."""
+        cumulative = self.cumulative[track]
+        position = int(rng.integers(cumulative[-1]))
+        row = int(np.searchsorted(cumulative, position, side="right") - 1)
+        record = int(self.records[track][row])
+        return record, int(table.lo[record] + position - cumulative[row])
+
+
+def is_audible(record, start: int, spec: "ExampleSpec") -> bool:
+    """The reference's test of a training crop: some labelled note and some non-zero sample."""
+    offset = start - int(record["window_start"])
+    seconds = spec.clip_samples / spec.sample_rate
+    return bool(_present(record, offset / spec.sample_rate, seconds).any()
+                and np.any(record.mix(offset, spec.clip_samples)))
+
+
+def draw_audible_crop(first: tuple[int, int], redraw, read, spec: "ExampleSpec",
+                      max_redraws: int = MAX_CROP_REDRAWS):
+    """``(record, start)`` of the first audible crop among ``first`` and up to ``max_redraws``
+    calls of ``redraw()``; the last one drawn if none is audible. ``read(record)`` gives a record."""
+    record_id, start = first
+    record = read(record_id)
+    for _ in range(max_redraws):
+        if is_audible(record, start, spec):
+            break
+        new_id, start = redraw()
+        if new_id != record_id:
+            record_id, record = new_id, read(new_id)
+    return record, start
 
 
 def eval_crop_start(track_length: int, clip_samples: int, sample_rate: int,
@@ -200,12 +279,8 @@ def _present(record, offset_s: float, seconds: float) -> np.ndarray:
 
 
 def build_example(record: records.Record, start: int, rng: np.random.Generator, spec: ExampleSpec, *,
-                  resample_within: tuple[int, int] | None, valid: float = 1.0) -> dict[str, np.ndarray]:
-    """The outputs of one clip from its record and absolute crop start.
-
-    ``resample_within=(lo, hi)`` redraws silent crops' starts uniformly in ``[lo, hi]``
-    (training); ``None`` keeps the crop as it is (evaluation).
-    """
+                  valid: float = 1.0) -> dict[str, np.ndarray]:
+    """The outputs of one clip from its record and absolute crop start (drawn by the caller)."""
     c, sr = spec.clip_samples, spec.sample_rate
     window_start = int(record["window_start"])
     track_length = int(record["track_length"])
@@ -213,14 +288,6 @@ def build_example(record: records.Record, start: int, rng: np.random.Generator, 
 
     offset = start - window_start
     labels = _present(record, offset / sr, seconds)
-    if resample_within is not None and not labels.any():
-        lo, hi = resample_within
-        for _ in range(MAX_CROP_RESAMPLES):
-            start = int(rng.integers(lo, hi + 1))
-            offset = start - window_start
-            labels = _present(record, offset / sr, seconds)
-            if labels.any():
-                break
     mix = record.mix(offset, c)
     if len(mix) < c and start + c <= track_length:
         raise ValueError(
@@ -260,16 +327,6 @@ def build_example(record: records.Record, start: int, rng: np.random.Generator, 
 
 # --- the pipeline ---------------------------------------------------------------------------------
 
-def host_files(files: list, process_index: int, process_count: int) -> list:
-    """Shard files of one host: file ``i`` goes to host ``i % process_count``."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} must lie in 0..{process_count - 1}")
-    if len(files) < process_count:
-        raise ValueError(f"{len(files)} shard files cannot feed {process_count} hosts: host "
-                         f"{len(files)} and later would get no file")
-    return files[process_index::process_count]
-
-
 def _local_batch(global_batch: int, process_count: int) -> int:
     if global_batch <= 0 or global_batch % process_count:
         raise ValueError(f"global_batch {global_batch} must be a positive multiple of the process "
@@ -289,8 +346,10 @@ class InputPipeline:
                  seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
                  clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
                  stems: bool = True, prefetch: int = 2, num_workers: int | None = None,
-                 eval_offset_seconds: float = EVAL_OFFSET_SECONDS,
+                 eval_offset_seconds: float = EVAL_OFFSET_SECONDS, crop_sampling: str = "per_track",
                  process_index: int | None = None, process_count: int | None = None):
+        if crop_sampling not in CROP_SAMPLINGS:
+            raise ValueError(f"crop_sampling must be one of {CROP_SAMPLINGS}, got {crop_sampling!r}")
         if seed < 0 or start_step < 0:
             raise ValueError(f"seed and start_step must be >= 0, got seed={seed}, start_step={start_step}")
         if num_positive < 0 or num_negative < 0:
@@ -306,13 +365,12 @@ class InputPipeline:
         self.local_batch = _local_batch(global_batch, process_count)
         self.mesh, self.data_axis = mesh, data_axis
         self.seed, self.start_step = seed, start_step
-        self.random_crop = random_crop
+        self.random_crop, self.crop_sampling = random_crop, crop_sampling
 
         self.dataset = records.open_dataset(data_dir)
         if num_workers is None:
             num_workers = REMOTE_WORKERS if storage.is_remote(self.dataset.path) else LOCAL_WORKERS
         self.prefetch, self.num_workers = prefetch, max(1, num_workers)
-        files = self.dataset.split_files(split)
         self.split = split
         clip = int(round(clip_seconds * self.dataset.sample_rate))
         if self.dataset.clip_samples is not None and clip > self.dataset.clip_samples:
@@ -323,18 +381,18 @@ class InputPipeline:
             clip_samples=clip, sample_rate=self.dataset.sample_rate, num_positive=num_positive,
             num_negative=num_negative, temperature=temperature, transcribe_negatives=transcribe_negatives,
             targets=targets, stems=stems, evaluation=not random_crop)
-        # Training: this host's files only. Evaluation: every host indexes all files so that all
-        # hosts agree on the track list and on the number of batches.
-        own = host_files(files, process_index, process_count) if random_crop else files
-        self.index = records.split_index(self.dataset, split, own if random_crop else None)
+        # Every host indexes the whole split: the global batch does not depend on the host count.
+        self.index = records.split_index(self.dataset, split)
         if len(self.index) == 0:
-            raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no records for host {process_index}")
+            raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no records")
         self.table = crop_table(self.index, clip, resolve_hop(self.dataset, self.index))
         if random_crop:
             if self.table.total == 0:
-                raise ValueError(f"split {split!r}: no valid {clip_seconds}-s crop start for host {process_index}")
-            self.examples_per_epoch = epoch_size(self.table, clip)
-            self.steps_per_epoch = self.examples_per_epoch // self.local_batch
+                raise ValueError(f"split {split!r}: no valid {clip_seconds}-s crop start in {str(self.dataset.path)!r}")
+            self.tracks = TrackStarts.of(self.index, self.table)
+            self.examples_per_epoch = (len(self.tracks) if crop_sampling == "per_track"
+                                       else epoch_size(self.table, clip))
+            self.steps_per_epoch = max(1, self.examples_per_epoch // self.global_batch)
             self._slots = None
         else:
             crops = eval_crops(self.index, self.table, clip, self.dataset.sample_rate, eval_offset_seconds)
@@ -360,22 +418,36 @@ class InputPipeline:
             if epoch not in self._positions:
                 if len(self._positions) >= 2:
                     self._positions.pop(min(self._positions))
-                self._positions[epoch] = epoch_positions(
-                    self.seed, self.process_index, epoch, self.table.total, self.examples_per_epoch)
+                self._positions[epoch] = (
+                    epoch_tracks(self.seed, epoch, len(self.tracks)) if self.crop_sampling == "per_track"
+                    else epoch_positions(self.seed, epoch, self.table.total, self.examples_per_epoch))
             return self._positions[epoch]
 
+    def global_example(self, i: int) -> int:
+        """The global example that local example ``i`` of this host is (module docstring)."""
+        step, slot = divmod(i, self.local_batch)
+        return step * self.global_batch + self.process_index * self.local_batch + slot
+
     def example(self, i: int) -> dict[str, np.ndarray]:
-        """Example ``i`` of this host (a pure function of seed, host, ``i`` and the data)."""
+        """Local example ``i`` of this host: a pure function of the seed, the global example
+        number and the data (evaluation: of the seed, the track and the data)."""
         if self._slots is not None:
             position, record, start, valid = self._slots[i]
             rng = np.random.default_rng([self.seed, 2, position])
-            return build_example(self.reader.read_lazy(record), start, rng, self.spec,
-                                 resample_within=None, valid=valid)
-        epoch, j = divmod(i, self.examples_per_epoch)
-        record, start = self.table.locate(int(self._epoch_positions(epoch)[j]))
-        rng = np.random.default_rng([self.seed, self.process_index, 0, i])
-        bounds = (int(self.table.lo[record]), int(self.table.hi[record]))
-        return build_example(self.reader.read_lazy(record), start, rng, self.spec, resample_within=bounds)
+            return build_example(self.reader.read_lazy(record), start, rng, self.spec, valid=valid)
+        g = self.global_example(i)
+        epoch, j = divmod(g, self.examples_per_epoch)
+        rng = np.random.default_rng([self.seed, 0, g])
+        drawn = int(self._epoch_positions(epoch)[j])
+        if self.crop_sampling == "per_track":
+            track = drawn
+            first = self.tracks.draw(track, rng, self.table)
+        else:
+            first = self.table.locate(drawn)
+            track = int(self.tracks.track_of_record[first[0]])
+        record, start = draw_audible_crop(first, lambda: self.tracks.draw(track, rng, self.table),
+                                          self.reader.read_lazy, self.spec)
+        return build_example(record, start, rng, self.spec)
 
     def _tf_dataset(self):
         import tensorflow as tf
@@ -462,8 +534,8 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
                         seed: int = 0, start_step: int = 0, mesh=None, data_axis: str = "data",
                         clip_seconds: float = 10.0, random_crop: bool = True, targets: bool = True,
                         stems: bool = True, prefetch: int = 2, num_workers: int | None = None,
-                        eval_offset_seconds: float = EVAL_OFFSET_SECONDS, process_index: int | None = None,
-                        process_count: int | None = None) -> InputPipeline:
+                        eval_offset_seconds: float = EVAL_OFFSET_SECONDS, crop_sampling: str = "per_track",
+                        process_index: int | None = None, process_count: int | None = None) -> InputPipeline:
     """Builds the input pipeline (module docstring); iterate it for dicts of global ``jax.Array``.
 
     Args:
@@ -480,6 +552,8 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
       prefetch: batches prefetched. num_workers: parallel example builders (default
         :data:`LOCAL_WORKERS`, or :data:`REMOTE_WORKERS` for a dataset in a bucket).
       eval_offset_seconds: evaluation crop start (docs/deviations.md 13).
+      crop_sampling: ``"per_track"`` (the reference: every track equally likely) or
+        ``"all_audio"`` (every crop start equally likely); see the module docstring.
       process_index, process_count: for tests (default: jax's); explicit values allow only
         :meth:`InputPipeline.local_batches`.
     """
@@ -488,13 +562,13 @@ def make_train_iterator(data_dir, split: str, *, global_batch: int, num_positive
         temperature=temperature, transcribe_negatives=transcribe_negatives, seed=seed, start_step=start_step,
         mesh=mesh, data_axis=data_axis, clip_seconds=clip_seconds, random_crop=random_crop, targets=targets,
         stems=stems, prefetch=prefetch, num_workers=num_workers, eval_offset_seconds=eval_offset_seconds,
-        process_index=process_index, process_count=process_count)
+        crop_sampling=crop_sampling, process_index=process_index, process_count=process_count)
 
 
 def steps_per_epoch(data_dir, split: str, *, global_batch: int, clip_seconds: float = 10.0,
-                    process_index: int | None = None, process_count: int | None = None) -> int:
-    """Training steps per epoch of this host (examples per epoch // local batch)."""
+                    crop_sampling: str = "per_track") -> int:
+    """Training steps per epoch (examples per epoch // global batch, at least 1)."""
     with InputPipeline(data_dir, split, global_batch=global_batch, clip_seconds=clip_seconds,
-                       targets=False, stems=False, process_index=process_index,
-                       process_count=process_count) as pipe:
+                       targets=False, stems=False, crop_sampling=crop_sampling,
+                       process_index=0, process_count=1) as pipe:
         return pipe.steps_per_epoch

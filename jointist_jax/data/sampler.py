@@ -4,9 +4,9 @@ One clip becomes ``K = num_positive + num_negative`` rows: positives first (clas
 the crop, drawn with replacement, rare classes favoured), then negatives (absent classes, drawn
 uniformly with replacement, ``Empty`` included).
 
-Silent crops (no class present). The reference resamples the crop until an instrument is present;
-the pipeline does that a bounded number of times (``pipeline.MAX_CROP_RESAMPLES``). When a crop
-stays silent, :func:`sample_conditions` returns *all-negative* rows: every row is drawn from the
+Silent crops (no class present). The reference redraws the crop until an instrument is present;
+the pipeline redraws it over the whole track a bounded number of times
+(``pipeline.MAX_CROP_REDRAWS``). When a crop stays silent, :func:`sample_conditions` returns *all-negative* rows: every row is drawn from the
 absent classes, which are then all 40 conditions.
 """
 

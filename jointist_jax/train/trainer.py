@@ -81,6 +81,7 @@ def _data_options(config: ml_collections.ConfigDict) -> dict:
     return dict(global_batch=config.data.global_batch, num_positive=config.data.num_positive,
                 num_negative=config.data.num_negative, temperature=config.data.temperature,
                 transcribe_negatives=config.data.transcribe_negatives, clip_seconds=config.data.clip_seconds,
+                crop_sampling=config.data.crop_sampling,
                 targets=stage in ("transcription", "joint"), stems=stage in ("separation", "joint"),
                 seed=config.seed)
 
