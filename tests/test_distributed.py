@@ -74,7 +74,7 @@ def _random_batch(config, mesh):
 
 def test_sharded_parameters_train_like_replicated_ones():
     mesh = distributed.data_mesh()
-    results = []
+    results, initial = [], None
     for shard in (False, True):
         config = transcription.get_config("runlocal")
         config.data.global_batch = 8
@@ -85,13 +85,18 @@ def test_sharded_parameters_train_like_replicated_ones():
         state = run.init_state()
         specs = {leaf.sharding.spec for leaf in jax.tree.leaves(state.params)}
         assert any("data" in tuple(s) for s in specs) == shard
+        if initial is None:
+            initial = [np.asarray(x) for x in jax.tree.leaves(state.params)]
         for _ in range(2):
             state, metrics = run.train_step(state, _random_batch(config, mesh))
         results.append((float(metrics["loss"]), [np.asarray(x) for x in jax.tree.leaves(state.params)]))
     (loss_a, params_a), (loss_b, params_b) = results
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
-    for a, b in zip(params_a, params_b):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # The step-2 update (warm-up lr 3e-3 / 50) moves parameters by about 6e-5; the two layouts
+    # must agree far more closely than that, up to float summation order.
+    update = max(float(np.max(np.abs(a - i))) for a, i in zip(params_a, initial))
+    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(params_a, params_b))
+    assert update > 3e-5 and difference < update / 20, (update, difference)
 
 
 _LATE_PROCESS = """

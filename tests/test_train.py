@@ -18,7 +18,7 @@ import tensorflow as tf
 from launch_helpers import config_flags, free_port, run_train, wait_for_line
 
 from jointist_jax import run_dir
-from jointist_jax.train import trainer
+from jointist_jax.train import distributed, trainer
 
 
 def tiny_config(name: str, data_dir, **overrides):
@@ -134,14 +134,44 @@ def test_resume_in_process_is_bitwise_exact(uninterrupted_run, tiny_tfds_dir, tm
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_tfds_dir, tmp_path):
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_tfds_dir, tmp_path, monkeypatch):
+    """A NaN in step 2's targets makes its loss NaN: the guard stops there, naming the loss."""
+    real = trainer.pipeline.make_train_iterator
+
+    class PoisonedSecondBatch:
+        def __init__(self, *args, **kwargs):
+            self.pipe = real(*args, **kwargs)
+
+        def __iter__(self):
+            for step, batch in enumerate(self.pipe, start=1):
+                if step == 2:
+                    batch = dict(batch, frame_roll=jax.jit(lambda r: r * np.float32(np.nan))(batch["frame_roll"]))
+                yield batch
+
+        def close(self):
+            self.pipe.close()
+
+    monkeypatch.setattr(trainer.pipeline, "make_train_iterator", PoisonedSecondBatch)
     config = tiny_config("transcription", tiny_tfds_dir, total_steps=4, checkpoint_every=1,
                          **{"data.eval_batches": 0})
-    config.optimizer.warmup_steps = 1
-    config.optimizer.lr = 1e30  # step 0 has lr 0 (fine); step 1 blows the parameters up
-    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2.*last good checkpoint is step 1"):
+    with pytest.raises(trainer.NonFiniteLossError,
+                       match=r"non-finite loss = nan at step 2.*last good checkpoint is step 1"):
         trainer.train_and_evaluate(config, str(tmp_path))
     assert saved_steps(tmp_path) == [1]
+
+
+def test_the_guard_reads_the_loss_before_the_parameter_norm(tmp_path):
+    class Manager:
+        directory = tmp_path
+
+        def latest_step(self):
+            return 7
+
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite transcription_loss = inf at step 8"):
+        trainer.check_finite(8, {"param_norm": float("nan"), "transcription_loss": float("inf")}, Manager())
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite param_norm = nan"):
+        trainer.check_finite(8, {"param_norm": float("nan"), "loss": 1.0}, Manager())
+    trainer.check_finite(8, {"param_norm": 3.0, "loss": 1.0, "grad_norm": float("inf")}, Manager())
 
 
 def _checkpoint_params(workdir: Path, step: int) -> list[np.ndarray]:
@@ -183,6 +213,15 @@ def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir
     assert proc.returncode == 0, "".join(lines) + out
     steps = saved_steps(tmp_path)
     assert len(steps) == 1 and 1 <= steps[0] < 50, steps
+    # Restored onto one device through the trainer's own path, every saved value comes back.
+    config = tiny_config("transcription", tiny_tfds_dir, **overrides)
+    run = trainer.Run(config, distributed.data_mesh(jax.devices()[:1]))
+    items, _ = trainer.checkpoints.restore_from_path(str(tmp_path), run.checkpoint_target())
+    restored = [np.asarray(x) for x in jax.tree.leaves(items["params"])]
+    assert {d for x in jax.tree.leaves(items) for d in x.devices()} == {jax.devices()[0]}
+    for a, b in zip(restored, _checkpoint_params(tmp_path, steps[0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(items["step"]) == steps[0]
     # The 8-device checkpoint resumes on a single device and trains on.
     one_device = run_train(config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path,
                                         total_steps=steps[0] + 1, checkpoint_every=100), devices=1)

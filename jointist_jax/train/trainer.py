@@ -86,9 +86,13 @@ def _data_options(config: ml_collections.ConfigDict) -> dict:
                 seed=config.seed)
 
 
-def _check_finite(step: int, metrics: dict[str, float], mngr) -> None:
-    for name, value in metrics.items():
-        if (name.endswith("loss") or name == "param_norm") and not np.isfinite(value):
+def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
+    """Stops a run whose loss (checked first) or parameter norm is no longer finite."""
+    losses = sorted((name for name in metrics if name.endswith("loss")), key=lambda name: name != "loss")
+    watched = losses + ["param_norm"] * ("param_norm" in metrics)
+    for name in watched:
+        value = metrics[name]
+        if not np.isfinite(value):
             raise NonFiniteLossError(
                 f"non-finite {name} = {value} at step {step}; stopping. The last good checkpoint is "
                 f"step {mngr.latest_step()} in {mngr.directory}")
@@ -259,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             save_now = step % config.checkpoint_every == 0 or is_last or stopping
             if step % config.log_every == 0 or save_now or step == first_step + 1:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                _check_finite(step, values, mngr)
+                check_finite(step, values, mngr)
                 values.update(throughput.measure(step))
                 writer.scalars(step, values, prefix="train/")
                 if jax.process_index() == 0:
