@@ -3,13 +3,15 @@
 Layout of ``WORKDIR`` (local or ``gs://``)::
 
     config.json                    the run's config (rebuilds the model to read a checkpoint)
-    checkpoints/<step>/            orbax checkpoints (finalised ones only count)
+    checkpoints/<step>/            orbax checkpoints (finalised ones only count): the last few, and
+                                   the one with the lowest validation loss (its ``metrics``)
     tensorboard/                   training scalars (TensorBoard run ".")
     tensorboard/eval_<split>/      evaluation scalars, charts, piano rolls, stems
     eval/<split>/<step>/           one evaluation: metrics.json, charts/, songs/
 
 A *run path* given by a user may be the workdir, its ``checkpoints/`` folder or one step
-(``checkpoints/<step>``); :func:`locate` resolves all three.
+(``checkpoints/<step>``); :func:`locate` resolves all three. A step may also be chosen as
+``latest``, ``best`` (lowest validation loss) or a number: :meth:`RunDir.resolve_step`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
+# The metric a checkpoint saved after validation carries; the lowest one is the ``best`` step.
+VALIDATION_LOSS = "validation_loss"
+STEP_CHOICES = ("latest", "best")
 
 
 class RunNotFoundError(storage.StorageError):
@@ -110,6 +115,41 @@ class RunDir:
         if not saved:
             raise RunNotFoundError(f"no finished checkpoint in {os.fspath(self.checkpoints)!r}")
         return saved[-1]
+
+    def best_step(self) -> int:
+        """The finalised step with the lowest validation loss; an error if none was validated."""
+        import orbax.checkpoint as ocp
+
+        if not self.saved_steps():
+            raise RunNotFoundError(f"no finished checkpoint in {os.fspath(self.checkpoints)!r}")
+        options = ocp.CheckpointManagerOptions(read_only=True, best_fn=best_metric, best_mode="min")
+        mngr = ocp.CheckpointManager(self.checkpoints, options=options)
+        try:
+            if not any(mngr.metrics(step) for step in mngr.all_steps()):
+                raise RunNotFoundError(
+                    f"no checkpoint in {os.fspath(self.checkpoints)!r} carries a validation loss (the run "
+                    f"validated none: data.eval_batches = 0, or no validation step yet); saved steps: "
+                    f"{self.saved_steps()}")
+            return int(mngr.best_step())
+        finally:
+            mngr.close()
+
+    def resolve_step(self, choice) -> int:
+        """A finalised step from ``latest``, ``best`` or a step number (int or digits)."""
+        if isinstance(choice, int) or (isinstance(choice, str) and choice.isdigit()):
+            return self.require_step(int(choice))
+        if choice == "latest":
+            return self.latest_step()
+        if choice == "best":
+            return self.best_step()
+        raise ValueError(f"a checkpoint step is one of {STEP_CHOICES} or a number, got {choice!r}")
+
+
+def best_metric(metrics) -> float:
+    """The value orbax ranks checkpoints by (lower is better); +inf without a validation loss."""
+    if not metrics or VALIDATION_LOSS not in metrics:
+        return float("inf")
+    return float(metrics[VALIDATION_LOSS])
 
 
 def locate(run_path) -> tuple[RunDir, int]:
