@@ -31,6 +31,7 @@ import zlib
 import numpy as np
 
 from jointist_jax import storage
+from jointist_jax.music import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ DATASET_NAME = "slakh2100"
 INDEX_SUFFIX = ".record_index.npz"
 CONFIG_NAME = "clips"
 INDEX_FIELDS = ("track_id", "window_index", "window_start", "track_length")
-# Used when neither the dataset metadata nor the config name gives the sample rate.
-DEFAULT_SAMPLE_RATE = 16000
 
 
 def dataset_dir(data_dir) -> storage.Path:
@@ -159,7 +158,7 @@ def open_dataset(data_dir) -> ClipDataset:
         value = _metadata_number(builder.info.metadata, key)
         if value is not None:
             layout[key] = value
-    sample_rate = int(layout.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    sample_rate = int(layout.get("sample_rate", SAMPLE_RATE))  # neither metadata nor config name: 16 kHz
     hop, clip = layout.get("hop_seconds"), layout.get("clip_seconds")
     return ClipDataset(
         path=path, builder=builder, sample_rate=sample_rate,
