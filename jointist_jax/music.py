@@ -103,8 +103,6 @@ class Notes:
         names = _FIELDS if self.classes is None else _FIELDS + ("classes",)
         return all(np.array_equal(getattr(self, name), getattr(other, name)) for name in names)
 
-    __hash__ = None
-
     def __repr__(self) -> str:
         classes = "" if self.classes is None else f", classes={self.classes.tolist()}"
         return (f"Notes(onsets={self.onsets.tolist()}, offsets={self.offsets.tolist()}, "
