@@ -41,13 +41,13 @@ from flax import nnx  # noqa: E402
 from benchmarks import common  # noqa: E402
 from configs import defaults  # noqa: E402
 from jointist_jax import audio, instruments  # noqa: E402
+from jointist_jax.music import SAMPLE_RATE  # noqa: E402
 from jointist_jax.models.recognizer import Recognizer  # noqa: E402
 from jointist_jax.models.separator import Separator  # noqa: E402
 from jointist_jax.models.transcriber import Transcriber  # noqa: E402
 
 MODULES = ("recognizer", "transcriber_narrow", "transcriber_wide", "separator_sum", "separator_standalone")
 CONDITIONED = frozenset(MODULES) - {"recognizer"}
-SAMPLE_RATE = 16000
 FULL_CLIP_SAMPLES = 10 * SAMPLE_RATE
 TINY_CLIP_SAMPLES = SAMPLE_RATE
 # K at or above this uses --repeats_large timed calls (39 conditions: about a minute per call).

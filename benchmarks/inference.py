@@ -35,7 +35,8 @@ from flax import nnx  # noqa: E402
 
 from configs import defaults  # noqa: E402
 from jointist_jax.inference.predictor import Predictor  # noqa: E402
-from jointist_jax.inference.windows import SAMPLE_RATE, WindowSpec  # noqa: E402
+from jointist_jax.inference.windows import WindowSpec  # noqa: E402
+from jointist_jax.music import SAMPLE_RATE  # noqa: E402
 from jointist_jax.models.jointist import Jointist  # noqa: E402
 from jointist_jax.models.recognizer import Recognizer  # noqa: E402
 from jointist_jax.models.separator import Separator  # noqa: E402

@@ -55,6 +55,7 @@ from configs import defaults, ir, joint_scratch, separation, transcription  # no
 from jointist_jax import instruments  # noqa: E402
 from jointist_jax.data import pipeline  # noqa: E402
 from jointist_jax.models import losses  # noqa: E402
+from jointist_jax.music import SAMPLE_RATE  # noqa: E402
 from jointist_jax.train import distributed  # noqa: E402
 from jointist_jax.train.steps import Batch, Metrics, TrainState  # noqa: E402
 from jointist_jax.train.trainer import Run  # noqa: E402
@@ -79,7 +80,6 @@ CASES = {
     "ir_train": Case("ir stage, recognizer, 2 clips", 6.64, 13.0, 3174),
     "ts_train": Case("joint stage, narrow T + sum separator, 2 rows", 30.98, 57.7, 7740),
 }
-SAMPLE_RATE = 16000  # the pipeline's rate (docs/reference.md §1.1)
 CLIPS = 2
 ROWS_PER_CLIP = 1
 TINY_CLIP_SECONDS = 1.0

@@ -56,6 +56,7 @@ from typing import Sequence
 
 from data_pipelines.slakh2100 import slakh_tracks
 from jointist_jax import storage
+from jointist_jax.data import schema
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,11 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-def build(slakh_dir, data_dir, splits: Sequence[str] | None = None, hop_seconds: float = 30.0,
-          workers: int = 1, num_shards: int | None = None, overwrite: bool = False,
-          clip_seconds: float = 10.0, sample_rate: int = 16000, staging_dir=None) -> BuildSummary:
+def build(slakh_dir, data_dir, splits: Sequence[str] | None = None,
+          hop_seconds: float = schema.DEFAULT_PACKING.hop_seconds, workers: int = 1,
+          num_shards: int | None = None, overwrite: bool = False,
+          clip_seconds: float = schema.DEFAULT_PACKING.clip_seconds,
+          sample_rate: int = schema.DEFAULT_PACKING.sample_rate, staging_dir=None) -> BuildSummary:
     """Builds (or finds already built) the ``slakh2100`` dataset from a Slakh2100 directory.
 
     Args:

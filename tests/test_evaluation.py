@@ -19,6 +19,7 @@ from jointist_jax.data import targets, tracks
 from jointist_jax.evaluation import EvalOptions, evaluate_run, references, reporting, runner, watch
 from jointist_jax.inference.predictor import SongPrediction
 from jointist_jax.inference.windows import WindowSpec
+from jointist_jax.music import FRAMES_PER_SECOND
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "validation"  # two songs in the tiny dataset
@@ -50,13 +51,13 @@ def test_reference_rolls_and_notes_follow_the_track(tiny_tfds_dir):
     track = next(tracks.iterate_tracks(tiny_tfds_dir, SPLIT))
     notes = references.reference_notes(track)
     assert sorted(notes) == sorted(int(c) for c in track.classes)
-    assert sum(len(n) for n in notes.values()) == len(track.notes.pitch)
+    assert sum(len(n) for n in notes.values()) == len(track.notes.pitches)
     frames = len(track.mix) // 160 + 1
     rolls = references.reference_frame_rolls(notes, frames)
     for cls, roll in rolls.items():
         assert roll.shape == (frames, 88)
         first = int(np.argmin(notes[cls].onsets))
-        on = int(round(notes[cls].onsets[first] * targets.FPS))
+        on = int(round(notes[cls].onsets[first] * FRAMES_PER_SECOND))
         assert roll[on, notes[cls].pitches[first] - 21] == 1.0
     labels = references.recognition_labels(track, instruments.NUM_CLASSES)
     assert labels.sum() == len(track.classes) and labels[track.classes].all()
@@ -82,7 +83,7 @@ class OraclePredictor:
         for k, cls in enumerate(class_ids):
             if cls in notes:
                 rolls = targets.note_rolls(notes[cls].onsets, notes[cls].offsets, notes[cls].pitches, start=0.0,
-                                           seconds=(frames - 1) / targets.FPS)
+                                           seconds=(frames - 1) / FRAMES_PER_SECOND)
                 onset[k], frame[k] = rolls["onset_roll"][:frames], rolls["frame_roll"][:frames]
         stems = np.stack([track.stems.get(c, np.zeros_like(track.mix)) for c in class_ids])
         return SongPrediction(class_ids=list(class_ids), reg_onset_output=onset, frame_output=frame, waveform=stems)
@@ -143,9 +144,9 @@ def test_recognition_is_also_scored_on_the_papers_fixed_crop(runs, tiny_tfds_dir
     labels, crops = [], []
     for song in tracks.iterate_tracks(tiny_tfds_dir, SPLIT):
         n = song.notes
-        inside = ((1.0 < n.onset) & (n.onset < 3.0)) | ((1.0 < n.offset) & (n.offset < 3.0))
+        inside = ((1.0 < n.onsets) & (n.onsets < 3.0)) | ((1.0 < n.offsets) & (n.offsets < 3.0))
         assert inside.any(), "the tiny songs have notes between 1 and 3 s"
-        labels.append(np.isin(np.arange(instruments.NUM_CLASSES), n.note_class[inside]).astype(int))
+        labels.append(np.isin(np.arange(instruments.NUM_CLASSES), n.classes[inside]).astype(int))
         crops.append(song.mix[16000:48000])
     # Whole songs first, then each song's crop: samples 1-3 s.
     assert len(fake.calls) == 4 and all(np.array_equal(fake.calls[2 * i + 1], crop) for i, crop in enumerate(crops))

@@ -337,12 +337,12 @@ def test_whole_tracks_reassemble(data_dir, train_tracks):
         track = train_tracks[f"Track{t:05d}"]
         assert track.mix.shape == (int(seconds * SR),) and track.mix.dtype == np.float32
         assert sorted(track.stems) == [0, 10, 38]
-        assert set(np.unique(track.notes.note_class)) == {0, 10, 11, 38}
-        assert np.all(np.diff(track.notes.onset) >= 0)
-        assert track.notes.onset.max() < seconds
+        assert set(np.unique(track.notes.classes)) == {0, 10, 11, 38}
+        assert np.all(np.diff(track.notes.onsets) >= 0)
+        assert track.notes.onsets.max() < seconds
         drums = track.notes.of_class(38)
-        assert len(drums.onset) and set(drums.note_class.tolist()) == {38}
-        np.testing.assert_allclose(drums.offset - drums.onset, 0.05, atol=1e-3)
+        assert len(drums.onsets) and set(drums.classes.tolist()) == {38}
+        np.testing.assert_allclose(drums.offsets - drums.onsets, 0.05, atol=1e-3)
 
 
 def test_bad_arguments_give_clear_errors(data_dir, tmp_path):

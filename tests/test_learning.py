@@ -29,12 +29,10 @@ from flax import nnx
 from jointist_jax import instruments
 from jointist_jax.data import targets
 from jointist_jax.metrics import separation_metrics, transcription_metrics
-from jointist_jax.metrics.notes import Notes
 from jointist_jax.inference import postprocess
+from jointist_jax.music import FRAMES_PER_SECOND, LOWEST_MIDI_NOTE, SAMPLE_RATE, Notes
 from jointist_jax.train import model_factory, optimizer, steps
 
-SAMPLE_RATE = 16000
-FPS = 100
 SECONDS = 1.0
 FRAMES = targets.num_frames(SECONDS)
 # (onset frame, offset frame, MIDI pitch) of the two instruments; onsets on exact frames.
@@ -51,7 +49,7 @@ def _tone(notes, harmonics) -> np.ndarray:
     t = np.arange(int(SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
     out = np.zeros_like(t)
     for onset, offset, pitch in notes:
-        start, end = onset / FPS, offset / FPS
+        start, end = onset / FRAMES_PER_SECOND, offset / FRAMES_PER_SECOND
         f0 = 440.0 * 2.0 ** ((pitch - 69) / 12)
         local = t - start
         envelope = np.clip(local / 0.005, 0, 1) * np.exp(-np.clip(local, 0, None) / 0.4)
@@ -62,7 +60,8 @@ def _tone(notes, harmonics) -> np.ndarray:
 
 def _rolls(notes) -> dict[str, np.ndarray]:
     on, off, pitch = (np.array([n[i] for n in notes], np.float64) for i in range(3))
-    return targets.note_rolls(on / FPS, off / FPS, pitch.astype(np.int64), start=0.0, seconds=SECONDS)
+    return targets.note_rolls(on / FRAMES_PER_SECOND, off / FRAMES_PER_SECOND, pitch.astype(np.int64), start=0.0,
+                              seconds=SECONDS)
 
 
 def _clip_batch() -> dict[str, np.ndarray]:
@@ -79,7 +78,8 @@ def _clip_batch() -> dict[str, np.ndarray]:
 
 
 def _reference_notes(notes) -> Notes:
-    return Notes(onsets=[n[0] / FPS for n in notes], offsets=[n[1] / FPS for n in notes],
+    return Notes(onsets=[n[0] / FRAMES_PER_SECOND for n in notes],
+                 offsets=[n[1] / FRAMES_PER_SECOND for n in notes],
                  pitches=[n[2] for n in notes], velocities=[100] * len(notes))
 
 
@@ -129,8 +129,7 @@ def _transcribe(transcriber, batch) -> dict[str, np.ndarray]:
 
 
 def _decode_row(outputs, row: int) -> Notes:
-    notes = postprocess.decode_notes(outputs["reg_onset_output"][row], outputs["frame_output"][row])
-    return Notes.from_events(n.to_dict() for n in notes)
+    return postprocess.decode_notes(outputs["reg_onset_output"][row], outputs["frame_output"][row])
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,7 @@ def test_transcriber_memorises_its_training_clip(transcriber_run, row, notes):
     # The metric's 50-ms onset tolerance cannot see a target one frame (10 ms) off the audio; the
     # memorised onset posteriorgram can: it must peak on the very frame each note starts.
     onset = after["reg_onset_output"][row]
-    peaks = [int(np.argmax(onset[on - 4:on + 5, pitch - postprocess.LOWEST_MIDI_NOTE])) - 4 for on, _, pitch in notes]
+    peaks = [int(np.argmax(onset[on - 4:on + 5, pitch - LOWEST_MIDI_NOTE])) - 4 for on, _, pitch in notes]
     assert peaks == [0] * len(notes), f"onset posteriorgram peaks this many frames off the true onsets: {peaks}"
     _, _, frame = transcription_metrics.frame_f1(batch["frame_roll"][0, row], after["frame_output"][row])
     assert frame >= 0.85, f"frame F1 {frame:.3f}"

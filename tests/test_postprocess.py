@@ -3,8 +3,21 @@
 import numpy as np
 import pytest
 
-from jointist_jax.inference.postprocess import (DecodeOptions, Note, decode_instruments, decode_note_frames,
-                                                decode_notes, shift_notes)
+from jointist_jax.inference.postprocess import (DecodeOptions, decode_instruments, decode_note_frames, decode_notes,
+                                                shift_notes)
+from jointist_jax.music import Notes
+
+
+def notes_of(*rows):
+    """Notes from (onset, offset, pitch[, velocity]) rows; velocity 100 by default."""
+    rows = [tuple(r) + (100,) * (4 - len(r)) for r in rows]
+    columns = list(zip(*rows)) if rows else [[], [], [], []]
+    return Notes(*columns)
+
+
+def rows_of(notes):
+    """(onset, offset, pitch, velocity) of each note."""
+    return list(zip(notes.onsets.tolist(), notes.offsets.tolist(), notes.pitches.tolist(), notes.velocities.tolist()))
 
 
 def _rolls(frames=20, keys=88):
@@ -23,22 +36,22 @@ def _reference_decode(onset, frame, onset_threshold=0.1, frame_threshold=0.1):
         while offset < frames.shape[0] and frames[offset, p]:
             offset += 1
         if offset > t:
-            notes.append(Note(t / 100, offset / 100, int(p) + 21))
-    return notes
+            notes.append((t / 100, offset / 100, int(p) + 21))
+    return notes_of(*notes)
 
 
 def test_single_note_times_pitch_velocity():
     onset, frame = _rolls()
     onset[3, 40] = 0.9
     frame[3:8, 40] = 0.8
-    assert decode_notes(onset, frame) == [Note(0.03, 0.08, 61, 100)]
+    assert decode_notes(onset, frame) == notes_of((0.03, 0.08, 61, 100))
 
 
 def test_onset_needs_active_frame():
     onset, frame = _rolls()
     onset[3, 40] = 0.9          # onset without frame: no note
     frame[10:15, 41] = 0.9      # frame without onset: no note
-    assert decode_notes(onset, frame) == []
+    assert decode_notes(onset, frame) == notes_of()
 
 
 def test_consecutive_onsets_merge_and_offset_walks_frames():
@@ -47,14 +60,14 @@ def test_consecutive_onsets_merge_and_offset_walks_frames():
     frame[2:12, 10] = 0.5
     onset[14, 10] = 0.5         # a new onset after a gap -> a second note
     frame[14:16, 10] = 0.5
-    assert decode_notes(onset, frame) == [Note(0.02, 0.12, 31), Note(0.14, 0.16, 31)]
+    assert decode_notes(onset, frame) == notes_of((0.02, 0.12, 31), (0.14, 0.16, 31))
 
 
 def test_reonset_inside_a_sounding_note_starts_another_note():
     onset, frame = _rolls()
     onset[2, 5] = onset[6, 5] = 0.5
     frame[2:10, 5] = 0.5
-    assert decode_notes(onset, frame) == [Note(0.02, 0.10, 26), Note(0.06, 0.10, 26)]
+    assert decode_notes(onset, frame) == notes_of((0.02, 0.10, 26), (0.06, 0.10, 26))
 
 
 def test_no_wrap_at_frame_zero():
@@ -62,8 +75,8 @@ def test_no_wrap_at_frame_zero():
     onset[0, 7] = onset[-1, 7] = 0.9   # the reference's onset_diff[-1] would swallow the frame-0 onset
     frame[0:3, 7] = frame[-1, 7] = 0.9
     notes = decode_notes(onset, frame)
-    assert Note(0.0, 0.03, 28) in notes
-    assert Note(0.19, 0.20, 28) in notes   # a note still sounding at the end stops at T
+    assert (0.0, 0.03, 28, 100) in rows_of(notes)
+    assert (0.19, 0.20, 28, 100) in rows_of(notes)   # a note still sounding at the end stops at T
 
 
 def test_thresholds_are_strict_and_configurable():
@@ -72,11 +85,11 @@ def test_thresholds_are_strict_and_configurable():
     frame[1:4, 0] = 0.5
     onset[5, 1] = 0.3
     frame[5:9, 1] = 0.3
-    assert decode_notes(onset, frame) == [Note(0.05, 0.09, 22)]
+    assert decode_notes(onset, frame) == notes_of((0.05, 0.09, 22))
     high = DecodeOptions(onset_threshold=0.4, frame_threshold=0.2)
-    assert decode_notes(onset, frame, high) == []
+    assert decode_notes(onset, frame, high) == notes_of()
     low = DecodeOptions(onset_threshold=0.05, frame_threshold=0.2)
-    assert decode_notes(onset, frame, low) == [Note(0.01, 0.04, 21), Note(0.05, 0.09, 22)]
+    assert decode_notes(onset, frame, low) == notes_of((0.01, 0.04, 21), (0.05, 0.09, 22))
 
 
 def test_min_note_frames():
@@ -85,8 +98,8 @@ def test_min_note_frames():
     frame[2, 3] = 0.9            # 1 frame
     frame[10:14, 4] = 0.9        # 4 frames
     assert len(decode_notes(onset, frame)) == 2
-    assert decode_notes(onset, frame, DecodeOptions(min_note_frames=4)) == [Note(0.10, 0.14, 25)]
-    assert decode_notes(onset, frame, DecodeOptions(min_note_frames=5)) == []
+    assert decode_notes(onset, frame, DecodeOptions(min_note_frames=4)) == notes_of((0.10, 0.14, 25))
+    assert decode_notes(onset, frame, DecodeOptions(min_note_frames=5)) == notes_of()
 
 
 def test_matches_reference_loop_on_random_rolls():
@@ -107,8 +120,8 @@ def test_decode_instruments_independent_per_class():
     frame[1, :, 50] = 0.9   # a class's frames must not leak into another class's offsets
     notes = decode_instruments(onset, frame, [38, 0])
     assert list(notes) == [38, 0]
-    assert notes[38] == [Note(0.01, 0.04, 71)]
-    assert notes[0] == [Note(0.0, 0.10, 71)]
+    assert notes[38] == notes_of((0.01, 0.04, 71))
+    assert notes[0] == notes_of((0.0, 0.10, 71))
     rows = decode_note_frames(onset, frame)
     assert rows.tolist() == [[0, 1, 4, 50], [1, 0, 10, 50]]
 
@@ -125,7 +138,7 @@ def test_bad_shapes_and_options_raise():
 
 
 def test_shift_notes_only_named_classes_and_clips():
-    notes = {10: [Note(0, 1, 40), Note(0, 1, 120)], 0: [Note(0, 1, 40)]}
+    notes = {10: notes_of((0, 1, 40), (0, 1, 120)), 0: notes_of((0, 1, 40))}
     shifted = shift_notes(notes, {10}, 12)
-    assert [n.midi_note for n in shifted[10]] == [52, 127]
+    assert shifted[10].pitches.tolist() == [52, 127]
     assert shifted[0] == notes[0]

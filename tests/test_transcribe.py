@@ -15,9 +15,9 @@ import soundfile
 
 from jointist_jax import instruments, run_dir
 from jointist_jax.inference import audio_io, cli, midi_io, outputs
-from jointist_jax.inference.postprocess import Note
 from jointist_jax.inference.predictor import SongPrediction
 from jointist_jax.models.jointist import select_instruments
+from jointist_jax.music import Notes
 
 SR = 16000
 
@@ -440,7 +440,7 @@ def test_song_names_are_unique(tmp_path):
 
 
 def test_midi_tracks_programs_drums_and_min_duration(tmp_path):
-    notes = {0: [Note(0.0, 0.5, 60), Note(1.0, 1.04, 62)], 38: [Note(0.1, 0.2, 36)], 24: []}
+    notes = {0: Notes([0.0, 1.0], [0.5, 1.04], [60, 62]), 38: Notes([0.1], [0.2], [36]), 24: Notes.empty()}
     midi = midi_io.notes_to_midi(notes)
     path = tmp_path / "x.mid"
     midi.write(str(path))
@@ -459,10 +459,10 @@ def test_write_song_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(outputs.pianoroll_png, "save_pianoroll_png", fail)
+    monkeypatch.setattr(outputs.pianoroll_png, "pianoroll_png", fail)
     with pytest.raises(OSError, match="disk full"):
         outputs.write_song(tmp_path, "song", source="s.wav", num_samples=SR, prediction=prediction,
-                           notes_by_class={0: []})
+                           notes_by_class={0: Notes.empty()})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -481,13 +481,14 @@ def test_launch_wrapper_help():
 def test_pianoroll_png_one_panel_per_instrument(tmp_path):
     import matplotlib.image
 
-    from jointist_jax.inference.pianoroll_png import save_pianoroll_png
+    from jointist_jax.inference.pianoroll_png import pianoroll_png
 
-    save_pianoroll_png(tmp_path / "one.png", {0: [Note(0.5, 1.0, 60)]}, duration=2.0)
+    (tmp_path / "one.png").write_bytes(pianoroll_png({0: Notes([0.5], [1.0], [60])}, duration=2.0))
     rng = np.random.default_rng(0)
-    dense = [Note(float(t), float(t) + 0.2, int(p)) for t, p in zip(rng.random(5000) * 60, rng.integers(21, 109, 5000))]
-    save_pianoroll_png(tmp_path / "three.png", {0: dense, 10: [], 38: [Note(0.1, 0.2, 36)]}, duration=60.0,
-                       title="song")
+    onsets = rng.random(5000) * 60
+    dense = Notes(onsets, onsets + 0.2, rng.integers(21, 109, 5000))
+    (tmp_path / "three.png").write_bytes(pianoroll_png({0: dense, 10: Notes.empty(), 38: Notes([0.1], [0.2], [36])},
+                                                       duration=60.0, title="song"))
     one = matplotlib.image.imread(tmp_path / "one.png")
     three = matplotlib.image.imread(tmp_path / "three.png")
     assert three.shape[1] == one.shape[1] and three.shape[0] > 2 * one.shape[0]

@@ -6,9 +6,10 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from jointist_jax.metrics import mt3_metrics
-from jointist_jax.metrics.notes import MatchCounts, Notes, midi_to_hz, notes_by_class
+from jointist_jax.metrics.matching import MatchCounts, midi_to_hz
 from jointist_jax.metrics.transcription_metrics import (aggregate_transcription, frame_f1, note_f1,
                                                            song_transcription_scores)
+from jointist_jax.music import Notes
 
 PIANO, E_PIANO, GUITAR, BASS, DRUMS = 0, 1, 9, 10, 38
 
@@ -314,7 +315,7 @@ def test_notes_validation_and_conversions():
         note_f1(notes((0, 1, 0)), notes((0, 1, 0)), paper_compat=True)
     events = Notes.from_events([{"onset_time": 0.0, "offset_time": 0.5, "midi_note": 60}])
     assert events.velocities.tolist() == [100] and len(events) == 1
-    split = notes_by_class([BASS, PIANO, BASS], [0, 1, 2], [1, 2, 3], [40, 60, 41])
+    split = Notes([0, 1, 2], [1, 2, 3], [40, 60, 41], classes=[BASS, PIANO, BASS]).by_class()
     assert sorted(split) == [PIANO, BASS]
     assert split[BASS].pitches.tolist() == [40, 41]
     assert midi_to_hz([69, 81]).tolist() == [440.0, 880.0]

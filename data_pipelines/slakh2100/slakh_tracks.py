@@ -56,8 +56,8 @@ import scipy.signal
 import soundfile
 import yaml
 
+from jointist_jax import instruments, music, storage
 from jointist_jax.data import packing
-from jointist_jax import instruments, storage
 
 SPLITS = ("train", "validation", "test")
 IGNORED_SPLITS = ("omitted",)  # slakh2100_flac_redux keeps its removed duplicates here
@@ -261,7 +261,7 @@ def _fit_length(x: np.ndarray, n: int, sample_rate: int, track_id: str, what: st
     return np.pad(x, (0, n - x.shape[0]))
 
 
-def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160000) -> Track:
+def load_track(track_dir: str, sample_rate: int = music.SAMPLE_RATE, clip_samples: int = 160000) -> Track:
     """Reads one track directory into a :class:`Track` (module docstring: rules and errors).
 
     Raises:
@@ -309,7 +309,7 @@ def load_track(track_dir: str, sample_rate: int = 16000, clip_samples: int = 160
                  stems=stem_audio, notes=notes)
 
 
-def load_track_or_skip(track_dir: str, sample_rate: int = 16000,
+def load_track_or_skip(track_dir: str, sample_rate: int = music.SAMPLE_RATE,
                        clip_samples: int = 160000) -> Track | TrackSkipped:
     """:func:`load_track`, returning (not raising) :class:`TrackSkipped` -- for worker pools."""
     try:

@@ -15,10 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jointist_jax.audio.stft import hann_window, stft
+from jointist_jax.music import HOP_SAMPLES, SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 N_FFT = 2048
-HOP = 160
 N_MELS = 229
 F_MIN = 0.0
 F_MAX = 8000.0
@@ -78,7 +77,7 @@ def mel_power(waveform: jnp.ndarray) -> jnp.ndarray:
     Power of the window-normalised STFT (divided by sum(w²) = 768), projected on the filterbank.
     """
     window = hann_window(N_FFT)
-    spec = stft(waveform, n_fft=N_FFT, hop=HOP, window=window)
+    spec = stft(waveform, n_fft=N_FFT, hop=HOP_SAMPLES, window=window)
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
     power = power * np.float32(1.0 / np.sum(window.astype(np.float64) ** 2))
     # HIGHEST: GPUs/TPUs would otherwise run this float32 matmul in TF32/bfloat16 passes, and

@@ -40,7 +40,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jointist_jax import instruments, storage
+from jointist_jax import instruments, music, storage
 from jointist_jax.data import records, sampler, targets
 
 # Examples built at once. Each reads one record (a few MB); from a bucket each read waits tens of
@@ -255,7 +255,7 @@ class ExampleSpec:
             out += [("class_ids", np.int32, (k,)), ("conditions", np.float32, (k, n)),
                     ("is_positive", np.float32, (k,))]
             if self.targets:
-                out += [(name, np.float32, (k, t, targets.NUM_KEYS))
+                out += [(name, np.float32, (k, t, music.NUM_PITCHES))
                         for name in ("onset_roll", "reg_onset_roll", "frame_roll", "mask_roll")]
             if self.stems:
                 out += [("source", np.float32, (k, c)), ("source_valid", np.float32, (k,))]
@@ -311,7 +311,7 @@ def build_example(record: records.Record, start: int, rng: np.random.Generator, 
                     record["note_onset"][sel], record["note_offset"][sel], record["note_pitch"][sel],
                     start=offset / sr, seconds=seconds)
             out.update(sampler.row_rolls(class_ids, is_positive, rolls, frames=spec.frames,
-                                         num_keys=targets.NUM_KEYS,
+                                         num_keys=music.NUM_PITCHES,
                                          transcribe_negatives=spec.transcribe_negatives))
         if spec.stems:
             stem_row = {int(cls): i for i, cls in enumerate(record["stem_classes"])}

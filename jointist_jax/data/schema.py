@@ -34,6 +34,8 @@ import re
 
 import numpy as np
 
+from jointist_jax import music
+
 DATASET_NAME = "slakh2100"
 DEFAULT_CONFIG_NAME = "clips"
 # The scalar fields the reader's record index keeps for every record.
@@ -46,7 +48,7 @@ class Packing:
 
     hop_seconds: float = 30.0
     clip_seconds: float = 10.0
-    sample_rate: int = 16000
+    sample_rate: int = music.SAMPLE_RATE
 
 
 DEFAULT_PACKING = Packing()

@@ -15,22 +15,7 @@ import numpy as np
 
 from jointist_jax.data.packing import assemble_track
 from jointist_jax.data import records
-
-
-@dataclasses.dataclass
-class Notes:
-    """Note arrays of one track, times in seconds from the track start, sorted by onset."""
-
-    note_class: np.ndarray  # int32 (M,)
-    pitch: np.ndarray       # int32 (M,)
-    onset: np.ndarray       # float64 (M,)
-    offset: np.ndarray      # float64 (M,)
-    velocity: np.ndarray    # int32 (M,)
-
-    def of_class(self, cls: int) -> "Notes":
-        """The notes of one class."""
-        sel = self.note_class == cls
-        return Notes(self.note_class[sel], self.pitch[sel], self.onset[sel], self.offset[sel], self.velocity[sel])
+from jointist_jax.music import Notes
 
 
 @dataclasses.dataclass
@@ -41,7 +26,7 @@ class Track:
     sample_rate: int
     mix: np.ndarray                # float32 (N,)
     stems: dict[int, np.ndarray]   # class index -> float32 (N,)
-    notes: Notes
+    notes: Notes                   # with classes; times in seconds from the track start, sorted by onset
     classes: np.ndarray            # int32: classes with a note anywhere in the track
 
 
@@ -49,10 +34,8 @@ def _to_track(windows: list[dict], sample_rate: int) -> Track:
     whole = assemble_track(windows, sample_rate)
     stems = {int(cls): whole["stems"][i].astype(np.float32) / 32768.0
              for i, cls in enumerate(whole["stem_classes"])}
-    notes = Notes(
-        note_class=np.asarray(whole["note_class"], np.int32), pitch=np.asarray(whole["note_pitch"], np.int32),
-        onset=np.asarray(whole["note_onset"], np.float64), offset=np.asarray(whole["note_offset"], np.float64),
-        velocity=np.asarray(whole["note_velocity"], np.int32))
+    notes = Notes(onsets=whole["note_onset"], offsets=whole["note_offset"], pitches=whole["note_pitch"],
+                  velocities=whole["note_velocity"], classes=whole["note_class"])
     return Track(track_id=whole["track_id"], sample_rate=sample_rate,
                  mix=whole["mix"].astype(np.float32) / 32768.0, stems=stems, notes=notes,
                  classes=np.asarray(whole["track_classes"], np.int32))

@@ -3,7 +3,7 @@
 * :mod:`references`: a track's reference notes and frame rolls, predicted notes as metric input.
 * :mod:`runner`: :func:`evaluate_run` runs a checkpoint over a split with ground-truth and with
   recognizer-predicted instruments and returns an :class:`EvalResult` (metrics + media).
-* :mod:`charts`: per-instrument bar charts and reference-vs-prediction piano-roll images (PNG).
+* :mod:`charts`: per-instrument bar charts (PNG); piano rolls: :mod:`jointist_jax.inference.pianoroll_png`.
 * :mod:`reporting`: writes an :class:`EvalResult` to TensorBoard and to ``metrics.json`` + files.
 * :mod:`watch`: follows a training workdir and evaluates each new checkpoint once.
 

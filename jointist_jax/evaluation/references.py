@@ -1,4 +1,4 @@
-"""What the metrics compare: a track's reference notes and rolls, and decoded predictions.
+"""What the metrics compare against: a track's reference notes and rolls.
 
 Reference notes come from the dataset as stored (bass one octave down, like the training
 targets, so predictions and references share one convention). Reference frame rolls are the
@@ -13,32 +13,23 @@ import numpy as np
 
 from jointist_jax.data import targets
 from jointist_jax.data.tracks import Track
-from jointist_jax.metrics import Notes, notes_by_class
-from jointist_jax.inference.postprocess import Note
+from jointist_jax.music import FRAMES_PER_SECOND, Notes
 
 
 def reference_notes(track: Track) -> dict[int, Notes]:
     """Class index -> reference notes of the track (classes without notes are absent)."""
-    n = track.notes
-    return notes_by_class(n.note_class, n.onset, n.offset, n.pitch, n.velocity)
+    return track.notes.by_class()
 
 
 def reference_frame_rolls(notes_by_class: Mapping[int, Notes], num_frames: int) -> dict[int, np.ndarray]:
     """Class index -> (num_frames, 88) 0/1 frame roll of each class's notes, from frame 0."""
-    seconds = (num_frames - 1) / targets.FPS
+    seconds = (num_frames - 1) / FRAMES_PER_SECOND
     rolls = {}
     for cls, notes in notes_by_class.items():
         roll = targets.note_rolls(notes.onsets, notes.offsets, notes.pitches, start=0.0,
                                   seconds=seconds)["frame_roll"]
         rolls[cls] = roll[:num_frames]
     return rolls
-
-
-def as_metric_notes(notes_by_class: Mapping[int, list[Note]]) -> dict[int, Notes]:
-    """Decoded notes (``postprocess.Note`` lists) as metric input."""
-    return {cls: Notes(onsets=[n.onset_time for n in notes], offsets=[n.offset_time for n in notes],
-                       pitches=[n.midi_note for n in notes], velocities=[n.velocity for n in notes])
-            for cls, notes in notes_by_class.items()}
 
 
 def recognition_labels(track: Track, num_classes: int) -> np.ndarray:

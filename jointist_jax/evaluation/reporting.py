@@ -26,9 +26,9 @@ import numpy as np
 from jointist_jax import run_dir, storage
 from jointist_jax.evaluation import charts
 from jointist_jax.evaluation.runner import EvalOptions, EvalResult
-from jointist_jax.inference import audio_io
+from jointist_jax.inference import audio_io, pianoroll_png
 from jointist_jax.inference.outputs import stem_filename
-from jointist_jax.inference.windows import SAMPLE_RATE
+from jointist_jax.music import SAMPLE_RATE
 
 METRICS_FILE = run_dir.METRICS_FILE
 _CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "ap", "ap_paper_compat")
@@ -47,8 +47,8 @@ def _chart(result: EvalResult, name: str) -> bytes:
 
 
 def _pianoroll(result: EvalResult, media) -> bytes:
-    return charts.pianoroll_comparison_png(media.reference_notes, media.predicted_notes, duration=media.duration,
-                                           title=f"{media.track_id}, step {result.step}")
+    return pianoroll_png.pianoroll_png(media.predicted_notes, reference=media.reference_notes, duration=media.duration,
+                                       title=f"{media.track_id}, step {result.step}")
 
 
 def metrics_document(result: EvalResult, *, run_path: str, data_dir: str, options: EvalOptions) -> dict:

@@ -36,7 +36,7 @@ from jointist_jax.metrics import recognition_metrics
 from jointist_jax.evaluation import references
 from jointist_jax.inference import loading, postprocess
 from jointist_jax.inference.predictor import Predictor
-from jointist_jax.inference.windows import SAMPLE_RATE
+from jointist_jax.music import SAMPLE_RATE
 from jointist_jax.models.jointist import select_instruments
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class SongMedia:
     Attributes:
       track_id: the song.
       duration: seconds.
-      reference_notes: class index -> reference :class:`jointist_jax.metrics.Notes`.
+      reference_notes: class index -> reference :class:`jointist_jax.music.Notes`.
       predicted_notes: class index -> decoded notes (empty without a transcriber).
       mix: (L,) float32 mixture.
       stems: class index -> (separated, reference or None) float32 (L,) waveforms (empty
@@ -208,8 +208,8 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
             detected = select_instruments(window_probabilities, threshold=options.ir_threshold,
                                           aggregate=options.ir_aggregate)
             summary["recognized_instruments"] = _class_names(detected)
-            crop = recognition_metrics.paper_crop(track.mix, track.notes.onset, track.notes.offset,
-                                                  track.notes.note_class, sample_rate=SAMPLE_RATE,
+            crop = recognition_metrics.paper_crop(track.mix, track.notes.onsets, track.notes.offsets,
+                                                  track.notes.classes, sample_rate=SAMPLE_RATE,
                                                   protocol=PAPER_CROP)
             if crop is not None:
                 # One 10-s window: the crop (zero-padded if the song ends inside it).
@@ -234,7 +234,7 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
                 est_rolls = {c: prediction.frame_output[k] for k, c in enumerate(prediction.class_ids)}
                 est_onset_rolls = {c: prediction.reg_onset_output[k] for k, c in enumerate(prediction.class_ids)}
                 scores = song_transcription_scores(
-                    ref_notes, references.as_metric_notes(notes), ref_rolls, est_rolls, song=track.track_id,
+                    ref_notes, notes, ref_rolls, est_rolls, song=track.track_id,
                     frame_threshold=options.frame_threshold, est_onset_rolls=est_onset_rolls,
                     onset_threshold=options.onset_threshold)
                 transcription_scores[setting].append(scores)

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile
 
 from jointist_jax import storage
-from jointist_jax.inference.windows import SAMPLE_RATE
+from jointist_jax.music import SAMPLE_RATE
 
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # Peak below which a song counts as silent (about -120 dBFS): nothing to transcribe.

@@ -13,12 +13,12 @@ from typing import Mapping
 import pretty_midi
 
 from jointist_jax import instruments
-from jointist_jax.inference.postprocess import Note
+from jointist_jax.music import Notes
 
 DEFAULT_MIN_DURATION = 0.05
 
 
-def notes_to_midi(notes_by_class: Mapping[int, list[Note]], *,
+def notes_to_midi(notes_by_class: Mapping[int, Notes], *,
                   min_duration: float = DEFAULT_MIN_DURATION) -> pretty_midi.PrettyMIDI:
     """A PrettyMIDI with one instrument track per class index of ``notes_by_class`` (in that order)."""
     if min_duration < 0:
@@ -27,10 +27,9 @@ def notes_to_midi(notes_by_class: Mapping[int, list[Note]], *,
     for class_id, notes in notes_by_class.items():
         program, is_drum = instruments.output_program(class_id)
         track = pretty_midi.Instrument(program=program, is_drum=is_drum, name=instruments.CLASS_NAMES[class_id])
-        for note in notes:
-            if note.offset_time - note.onset_time < min_duration:
-                continue
-            track.notes.append(pretty_midi.Note(velocity=note.velocity, pitch=note.midi_note,
-                                                start=note.onset_time, end=note.offset_time))
+        kept = notes.longer_than(min_duration)
+        track.notes = [pretty_midi.Note(velocity=int(velocity), pitch=int(pitch), start=float(onset), end=float(offset))
+                       for onset, offset, pitch, velocity in zip(kept.onsets, kept.offsets, kept.pitches,
+                                                                 kept.velocities)]
         midi.instruments.append(track)
     return midi

@@ -16,9 +16,8 @@ import numpy as np
 
 from jointist_jax import instruments, storage
 from jointist_jax.inference import audio_io, midi_io, pianoroll_png
-from jointist_jax.inference.postprocess import FRAMES_PER_SECOND, Note
 from jointist_jax.inference.predictor import SongPrediction
-from jointist_jax.inference.windows import SAMPLE_RATE
+from jointist_jax.music import FRAMES_PER_SECOND, SAMPLE_RATE, Notes
 
 
 def full_posteriorgrams(prediction: SongPrediction) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +35,7 @@ def stem_filename(class_id: int) -> str:
     return instruments.CLASS_NAMES[class_id].replace(" ", "_") + ".wav"
 
 
-def notes_document(song: str, source: str, duration: float, notes_by_class: Mapping[int, list[Note]],
+def notes_document(song: str, source: str, duration: float, notes_by_class: Mapping[int, Notes],
                    extra: Mapping | None = None) -> dict:
     """The JSON-able description of a song's notes (per class name, in seconds)."""
     document = {
@@ -46,7 +45,7 @@ def notes_document(song: str, source: str, duration: float, notes_by_class: Mapp
         "instruments": [
             {"class_index": int(c), "class_name": instruments.CLASS_NAMES[c],
              "midi_program": instruments.output_program(c)[0], "is_drum": instruments.output_program(c)[1],
-             "notes": [n.to_dict() for n in notes]}
+             "notes": notes.to_events()}
             for c, notes in notes_by_class.items()
         ],
     }
@@ -56,8 +55,8 @@ def notes_document(song: str, source: str, duration: float, notes_by_class: Mapp
 
 
 def write_song(out_dir, song: str, *, source: str, num_samples: int,
-               prediction: SongPrediction, notes_by_class: Mapping[int, list[Note]],
-               midi_notes_by_class: Mapping[int, list[Note]] | None = None,
+               prediction: SongPrediction, notes_by_class: Mapping[int, Notes],
+               midi_notes_by_class: Mapping[int, Notes] | None = None,
                min_midi_duration: float = midi_io.DEFAULT_MIN_DURATION, extra: Mapping | None = None):
     """Writes every output of one song into ``out_dir/song`` (replacing it); returns that folder.
 
@@ -78,8 +77,8 @@ def write_song(out_dir, song: str, *, source: str, num_samples: int,
                             transcribed_classes=np.asarray(prediction.class_ids, np.int32),
                             class_names=np.asarray(instruments.CLASS_NAMES[:instruments.NUM_CLASSES]),
                             frames_per_second=np.asarray(FRAMES_PER_SECOND))
-        pianoroll_png.save_pianoroll_png(temp / f"{song}.pianoroll.png", notes_by_class, duration=duration,
-                                         title=song)
+        (temp / f"{song}.pianoroll.png").write_bytes(
+            pianoroll_png.pianoroll_png(notes_by_class, duration=duration, title=song))
         if prediction.waveform is not None:
             (temp / "stems").mkdir()
             for class_id, stem in zip(prediction.class_ids, prediction.waveform):

@@ -11,7 +11,7 @@ The rule, per instrument and piano key (as the reference's ``OnsetFramePostProce
 
 Times are frame / frames_per_second; the velocity is always 100. A second onset inside an
 already sounding note starts another note that ends with the same frame run, as in the
-reference; the MIDI writer keeps both.
+reference; the MIDI writer keeps both. Decoded notes are :class:`jointist_jax.music.Notes`.
 """
 
 from __future__ import annotations
@@ -21,24 +21,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-FRAMES_PER_SECOND = 100
-LOWEST_MIDI_NOTE = 21  # piano key 0 is A0
-NUM_KEYS = 88
-VELOCITY = 100
+from jointist_jax.music import FRAMES_PER_SECOND, Notes
+
 DEFAULT_THRESHOLD = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class Note:
-    """One decoded note (times in seconds)."""
-
-    onset_time: float
-    offset_time: float
-    midi_note: int
-    velocity: int = VELOCITY
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +81,17 @@ def decode_note_frames(reg_onset_output: np.ndarray, frame_output: np.ndarray,
 
 
 def decode_notes(reg_onset_output: np.ndarray, frame_output: np.ndarray,
-                 options: DecodeOptions = DecodeOptions()) -> list[Note]:
+                 options: DecodeOptions = DecodeOptions()) -> Notes:
     """Notes of one instrument's posteriorgrams (T, 88), in time-major order."""
     if np.ndim(reg_onset_output) != 2:
         raise ValueError(f"decode_notes takes one instrument's (T, keys) posteriorgram, got "
                          f"shape {np.shape(reg_onset_output)}")
     rows = decode_note_frames(reg_onset_output, frame_output, options)
-    return _to_notes(rows, options.frames_per_second)
+    return Notes.from_frames(rows[:, 0], rows[:, 1], rows[:, 2], options.frames_per_second)
 
 
 def decode_instruments(reg_onset_output: np.ndarray, frame_output: np.ndarray, class_ids: Sequence[int],
-                       options: DecodeOptions = DecodeOptions()) -> dict[int, list[Note]]:
+                       options: DecodeOptions = DecodeOptions()) -> dict[int, Notes]:
     """Notes per class index from stacked posteriorgrams (K, T, 88) of the K classes ``class_ids``."""
     if np.ndim(reg_onset_output) != 3 or np.shape(reg_onset_output)[0] != len(class_ids):
         raise ValueError(f"posteriorgrams must be (K={len(class_ids)}, T, keys), got "
@@ -117,19 +102,7 @@ def decode_instruments(reg_onset_output: np.ndarray, frame_output: np.ndarray, c
             for k, class_id in enumerate(class_ids)}
 
 
-def _to_notes(rows: np.ndarray, frames_per_second: float) -> list[Note]:
-    return [Note(onset_time=float(on) / frames_per_second, offset_time=float(off) / frames_per_second,
-                 midi_note=int(key) + LOWEST_MIDI_NOTE)
-            for on, off, key in rows]
-
-
-def shift_notes(notes_by_class: Mapping[int, list[Note]], class_ids: set[int], semitones: int
-                ) -> dict[int, list[Note]]:
+def shift_notes(notes_by_class: Mapping[int, Notes], class_ids: set[int], semitones: int) -> dict[int, Notes]:
     """Transposes the notes of ``class_ids`` by ``semitones`` (clipped to MIDI 0..127)."""
-    result = {}
-    for class_id, notes in notes_by_class.items():
-        if class_id in class_ids:
-            notes = [dataclasses.replace(n, midi_note=int(np.clip(n.midi_note + semitones, 0, 127)))
-                     for n in notes]
-        result[class_id] = list(notes)
-    return result
+    return {class_id: notes.transposed(semitones) if class_id in class_ids else notes
+            for class_id, notes in notes_by_class.items()}

@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from jointist_jax.music import HOP_SAMPLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class WindowSpec:
 
     window: int = 160000
     hop: int = 80000
-    frame_hop: int = 160
+    frame_hop: int = HOP_SAMPLES
 
     def __post_init__(self):
         if self.window != 2 * self.hop:

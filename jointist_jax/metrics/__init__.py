@@ -1,6 +1,6 @@
 """Evaluation metrics of the Jointist paper, as pure functions over numpy arrays (no I/O).
 
-* :mod:`notes`: the :class:`Notes` type (one instrument's notes), conversions, mir_eval matching.
+* :mod:`matching`: mir_eval note matching of :class:`jointist_jax.music.Notes`, the note-list type.
 * :mod:`fused_notes`: the reference's flat note lists (instruments' rolls OR'ed, decoded again).
 * :mod:`transcription_metrics`: note / note-with-offset / frame F1, flat, piece-wise and
   instrument-wise, primary and ``_paper_compat`` pitch conventions, plus MT3's note F1.
@@ -12,7 +12,7 @@
 Each module's docstring lists the metric names it produces.
 """
 
-from jointist_jax.metrics.notes import MatchCounts, Notes, notes_by_class
+from jointist_jax.metrics.matching import MatchCounts
 from jointist_jax.metrics.recognition_metrics import recognition_scores
 from jointist_jax.metrics.report import MetricReport
 from jointist_jax.metrics.separation_metrics import (SongSeparationScores, aggregate_separation, sdr,
@@ -21,7 +21,7 @@ from jointist_jax.metrics.transcription_metrics import (SongTranscriptionScores,
                                                            frame_f1, note_f1, song_transcription_scores)
 
 __all__ = [
-    "MatchCounts", "MetricReport", "Notes", "SongSeparationScores", "SongTranscriptionScores",
-    "aggregate_separation", "aggregate_transcription", "frame_f1", "note_f1", "notes_by_class",
+    "MatchCounts", "MetricReport", "SongSeparationScores", "SongTranscriptionScores",
+    "aggregate_separation", "aggregate_transcription", "frame_f1", "note_f1",
     "recognition_scores", "sdr", "song_separation_scores", "song_transcription_scores",
 ]

@@ -28,7 +28,8 @@ as ``..._song_mean`` so both can be quoted (see ``transcription_metrics`` for th
 from __future__ import annotations
 
 from jointist_jax import instruments
-from jointist_jax.metrics.notes import MatchCounts, Notes, SongNotes, concatenate, count_matches
+from jointist_jax.metrics.matching import MatchCounts, SongNotes, count_matches
+from jointist_jax.music import Notes, concatenate
 
 GRANULARITIES = ("flat", "midi_class", "full_program")
 

@@ -66,8 +66,9 @@ import numpy as np
 
 from jointist_jax import instruments
 from jointist_jax.metrics import fused_notes, mt3_metrics
-from jointist_jax.metrics.notes import (MatchCounts, Notes, SongNotes, concatenate, count_matches,
-                                           validate_class, validate_song_notes)
+from jointist_jax.metrics.matching import (MatchCounts, SongNotes, count_matches, validate_class,
+                                           validate_song_notes)
+from jointist_jax.music import Notes, concatenate
 from jointist_jax.metrics.report import MetricReport, by_class_name, per_class_means, song_class_means
 
 DRUMS_INDEX = instruments.class_index("Drums")

@@ -1,4 +1,4 @@
-"""Note lists for evaluation: the :class:`Notes` type, conversions, and note matching counts.
+"""Note matching for evaluation: mir_eval's note hits counted on :class:`jointist_jax.music.Notes`.
 
 A song's notes are a ``dict[int, Notes]`` keyed by class index (``jointist_jax.instruments``;
 Drums = 38). Times are seconds from the song start, pitches are MIDI numbers (bass already
@@ -20,12 +20,13 @@ the whole instrument, docs/reference.md §10 item 27.)
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping
 
 import mir_eval
 import numpy as np
 
 from jointist_jax import instruments
+from jointist_jax.music import Notes
 
 # mir_eval's defaults, which the reference uses (docs/reference.md §7.3).
 ONSET_TOLERANCE = 0.05
@@ -33,102 +34,7 @@ OFFSET_RATIO = 0.2
 OFFSET_MIN_TOLERANCE = 0.05
 PITCH_TOLERANCE_CENTS = 50.0
 
-
-def _as_1d(name: str, values, dtype) -> np.ndarray:
-    array = np.asarray(values, dtype=dtype)
-    if array.ndim != 1:
-        raise ValueError(f"Notes.{name}: expected a 1-D array, got shape {array.shape}")
-    return array
-
-
-@dataclasses.dataclass(frozen=True)
-class Notes:
-    """The notes of one instrument: parallel 1-D arrays, times in seconds, MIDI pitches.
-
-    Attributes:
-      onsets: float64 (M,) note start times, >= 0.
-      offsets: float64 (M,) note end times, >= onsets.
-      pitches: int32 (M,) MIDI pitches in 0..127.
-      velocities: int32 (M,) MIDI velocities (not used by the metrics; kept for MIDI export).
-    """
-
-    onsets: np.ndarray
-    offsets: np.ndarray
-    pitches: np.ndarray
-    velocities: np.ndarray
-
-    def __post_init__(self):
-        onsets = _as_1d("onsets", self.onsets, np.float64)
-        offsets = _as_1d("offsets", self.offsets, np.float64)
-        raw_pitches = _as_1d("pitches", self.pitches, np.float64)
-        velocities = _as_1d("velocities", self.velocities, np.float64)
-        n = len(onsets)
-        for name, array in (("offsets", offsets), ("pitches", raw_pitches), ("velocities", velocities)):
-            if len(array) != n:
-                raise ValueError(f"Notes.{name}: expected {n} entries like onsets, got {len(array)}")
-        if not (np.all(np.isfinite(onsets)) and np.all(np.isfinite(offsets))):
-            raise ValueError("Notes.onsets/offsets: expected finite times")
-        if np.any(onsets < 0):
-            raise ValueError(f"Notes.onsets: expected times >= 0, got minimum {onsets.min()}")
-        if np.any(offsets < onsets):
-            bad = int(np.argmax(offsets < onsets))
-            raise ValueError(f"Notes.offsets: note {bad} ends ({offsets[bad]}) before it starts ({onsets[bad]})")
-        if np.any(raw_pitches != np.round(raw_pitches)) or np.any((raw_pitches < 0) | (raw_pitches > 127)):
-            raise ValueError(f"Notes.pitches: expected integer MIDI pitches in 0..127, got {raw_pitches.tolist()}")
-        object.__setattr__(self, "onsets", onsets)
-        object.__setattr__(self, "offsets", offsets)
-        object.__setattr__(self, "pitches", raw_pitches.astype(np.int32))
-        object.__setattr__(self, "velocities", velocities.astype(np.int32))
-
-    def __len__(self) -> int:
-        return len(self.onsets)
-
-    @classmethod
-    def empty(cls) -> "Notes":
-        """A note list with no notes."""
-        return cls(np.zeros(0), np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32))
-
-    @classmethod
-    def from_events(cls, events: Iterable[Mapping[str, float]]) -> "Notes":
-        """Notes from the reference's event dicts (``onset_time``, ``offset_time``, ``midi_note``,
-        optional ``velocity`` defaulting to 100), the format its post-processor emits (docs/reference.md §7.1)."""
-        events = list(events)
-        for i, event in enumerate(events):
-            missing = {"onset_time", "offset_time", "midi_note"} - set(event)
-            if missing:
-                raise ValueError(f"note event {i}: missing field(s) {sorted(missing)}")
-        return cls(onsets=[e["onset_time"] for e in events], offsets=[e["offset_time"] for e in events],
-                   pitches=[e["midi_note"] for e in events], velocities=[e.get("velocity", 100) for e in events])
-
-
 SongNotes = Mapping[int, Notes]
-
-
-def concatenate(parts: Sequence[Notes]) -> Notes:
-    """All notes of ``parts`` in one list (order kept; matching does not depend on it)."""
-    if not parts:
-        return Notes.empty()
-    return Notes(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Notes)))
-
-
-def notes_by_class(note_class, onsets, offsets, pitches, velocities=None) -> dict[int, Notes]:
-    """Splits flat note arrays with a per-note class index into ``{class: Notes}``.
-
-    Only classes with at least one note get a key. ``velocities`` defaults to 100 everywhere.
-    This accepts the fields of ``jointist_jax.data.tracks.Notes`` directly.
-    """
-    note_class = _as_1d("note_class", note_class, np.int64)
-    if velocities is None:
-        velocities = np.full(len(note_class), 100)
-    everything = Notes(onsets, offsets, pitches, velocities)
-    if len(note_class) != len(everything):
-        raise ValueError(f"note_class: expected {len(everything)} entries like onsets, got {len(note_class)}")
-    out: dict[int, Notes] = {}
-    for cls in np.unique(note_class):
-        sel = note_class == cls
-        out[validate_class(int(cls), "note_class")] = Notes(
-            everything.onsets[sel], everything.offsets[sel], everything.pitches[sel], everything.velocities[sel])
-    return out
 
 
 def validate_class(index: int, where: str) -> int:
