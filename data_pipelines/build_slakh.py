@@ -283,8 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--splits", default=None,
                         help="comma-separated subset of train,validation,test (default: all "
                              "present)")
-    parser.add_argument("--hop_seconds", type=float, default=30.0,
-                        help="hop between stored windows (default 30)")
+    parser.add_argument("--hop_seconds", type=float, default=schema.DEFAULT_PACKING.hop_seconds,
+                        help=f"hop between stored windows (default {schema.DEFAULT_PACKING.hop_seconds:g})")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="track-loading processes (default min(8, CPUs))")
     parser.add_argument("--num_shards", type=int, default=None,
