@@ -28,7 +28,7 @@ from flax import nnx
 
 from jointist_jax import audio, instruments
 from jointist_jax.inference.windows import WindowSpec, split_windows, stitch_into
-from jointist_jax.models.jointist import Jointist, select_instruments
+from jointist_jax.models.jointist import Jointist, instrument_probabilities, select_instruments
 from jointist_jax.models.recognizer import Recognizer
 from jointist_jax.models.separator import Separator
 from jointist_jax.models.transcriber import Transcriber
@@ -137,8 +137,7 @@ class Predictor:
             ir_graphdef, self._ir_state = nnx.split(recognizer)
 
             def recognize(state, windows):
-                model = nnx.merge(ir_graphdef, state, copy=True)
-                return jax.nn.sigmoid(model(audio.log_mel(windows)).astype(jnp.float32))
+                return instrument_probabilities(nnx.merge(ir_graphdef, state, copy=True), windows)
 
             self._recognize = jax.jit(recognize)
 
