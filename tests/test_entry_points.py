@@ -27,7 +27,7 @@ def test_every_launch_script_is_a_console_script_of_the_package():
     scripts = _console_scripts()
     for command, (module, launch) in COMMANDS.items():
         assert scripts[command] == f"{module}:main"
-        assert f"\ndef main(" in (ROOT / (module.replace(".", "/") + ".py")).read_text(), module
+        assert "\ndef main(" in (ROOT / (module.replace(".", "/") + ".py")).read_text(), module
         shim = (ROOT / launch).read_text()
         assert f"from {module} import main" in shim and "sys.path" not in shim, launch
 
