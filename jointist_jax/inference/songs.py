@@ -105,7 +105,7 @@ def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: Song
     """The instruments the recognizer of ``predictor`` hears in a mono 16-kHz song (L,)."""
     probabilities = predictor.recognize(waveform, progress)
     detected = select_instruments(probabilities, threshold=options.ir_threshold, aggregate=options.ir_aggregate)
-    classes = detected if detected else list(range(instruments.NUM_CLASSES))
+    classes = list(detected) if detected else list(range(instruments.NUM_CLASSES))
     return InstrumentChoice(classes=classes, detected=detected, window_probabilities=probabilities)
 
 
