@@ -22,22 +22,23 @@ workstation, the VM's service account on a TPU VM); nothing here handles them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import shutil
+import threading
+import uuid
+from typing import Iterable, Sequence
 
+from etils import epath
+from etils.epath import gpath as _gpath
+
+# epath reads this when it first opens a gs:// path (and gcsfs loads only then), so setting it
+# here, before any path of the package is used, is in time.
 os.environ.setdefault("EPATH_USE_TF", "false")
 # gcsfs >= 2026.10 probes each bucket's type over gRPC (for zonal buckets) on first use; the
 # datasets and runs here live in ordinary buckets, and the probe costs a minute on a host that
 # cannot reach the control API (or an emulator that lacks it).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
-import concurrent.futures  # noqa: E402
-import shutil  # noqa: E402
-import threading  # noqa: E402
-import uuid  # noqa: E402
-from typing import Iterable, Sequence  # noqa: E402
-
-from etils import epath  # noqa: E402
-from etils.epath import gpath as _gpath  # noqa: E402
 
 # In case epath already chose its gs:// client before this module set the variable above.
 _gpath._is_tf_installed.cache_clear()

@@ -4,62 +4,12 @@ r"""Trains one Jointist stage: ``python launch/train.py --config=NAME[:ARGS] --w
 ``:ARGS`` selects variants (``--config=transcription:variant=wide`` or ``:runlocal``). Any field
 can be overridden: ``--config.optimizer.lr=3e-4``. The same command runs on one CPU, a multi-GPU
 host or every host of a TPU slice (see launch/README.md for multi-host recipes).
+
+A thin wrapper around :func:`jointist_jax.train.cli.main` (also the ``jointist-train`` command).
 """
 
-from __future__ import annotations
-
-import logging
-import os
-import sys
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from jointist_jax import xla_flags  # noqa: E402
-
-xla_flags.apply_cpu_flags()
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from configs import resolve_config_argument  # noqa: E402,F401  (tests import it from here)
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and config.json go.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for multi-process runs without a cluster launcher.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
-
-
-def main(argv):
-    del argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import jax
-    from absl import logging as absl_logging
-
-    from jointist_jax.train import distributed, trainer
-
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
-    logging.getLogger("jointist_jax").setLevel(logging.INFO)
-
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    # Keep TensorFlow (the input pipeline) off the accelerators: they belong to jax.
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
-    try:
-        state = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (FileNotFoundError, ValueError) as error:  # bad paths (storage.StorageError too) or config
-        print(f"train.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    # Every process prints the same number when the replicated parameters agree.
-    print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
-          f"{trainer.parameter_checksum(state):.10e}", flush=True)
-
+from configs import resolve_config_argument  # noqa: F401  (tests import it from here)
+from jointist_jax.train.cli import main
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, argv=resolve_config_argument(sys.argv))
+    main()

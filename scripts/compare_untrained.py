@@ -3,26 +3,20 @@ r"""Prints a run's held-out scores beside those of the same model untrained (the
   .venv/bin/python scripts/compare_untrained.py --run demo/workdirs/pts --data_dir demo/tfds
 
 The untrained model is the run's config built with its seeds (what the trainer starts from); both
-are evaluated by ``launch/eval.py``'s evaluator on whole songs of ``--split`` with the
-ground-truth instruments and the default thresholds (0.1).
+are evaluated by ``jointist-eval``'s evaluator (:func:`jointist_jax.evaluation.evaluate_run`) on
+whole songs of ``--split`` with the ground-truth instruments and the default thresholds (0.1).
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
 import sys
+import tempfile
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from jointist_jax import xla_flags  # noqa: E402
-
-xla_flags.apply_cpu_flags()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import jointist_jax  # noqa: F401  (its CPU XLA flags, before main imports flax and so jax)
 
 METRICS = ("note_f1/flat", "note_precision/flat", "note_recall/flat", "frame_f1/flat", "note_f1/instrument_wise",
            "sdr/source_wise")

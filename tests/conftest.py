@@ -4,15 +4,16 @@ tiny synthetic Slakh-format dataset with its TFRecords, built once per test proc
 import os
 import tempfile
 
+import pytest
+
 from jointist_jax import xla_flags
 
+# Nothing above imports jax, so the device count still takes effect.
 xla_flags.apply_cpu_flags(host_device_count=8)
 # Many tests (and the launch/train.py subprocesses they start) compile the same tiny models:
 # a persistent XLA cache shared by the test processes compiles each program once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jointist-jax-test-xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
-
-import pytest  # noqa: E402
 
 # Tiny dataset: 2-s clips so the runlocal configs (clip_seconds=2) can train on it.
 TINY_CLIP_SECONDS = 2.0

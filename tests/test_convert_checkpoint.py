@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jointist_jax import audio, run_dir
+from jointist_jax.convert import ConversionError, assign, cli, convert, layers, mapping
+from jointist_jax.convert.torch_checkpoint import load_state_dict
+from jointist_jax.models import gru as gru_lib
+from jointist_jax.models.jointist import Jointist
+from jointist_jax.models.recognizer import Recognizer
+from jointist_jax.models.transcriber import Transcriber
+from jointist_jax.train import checkpoints
+from jointist_jax.train.optimizer import make_optimizer
+
 torch = pytest.importorskip("torch", reason="the converter's tests need the 'convert' extra (torch)")
 
-from jointist_jax import audio, run_dir  # noqa: E402
-from jointist_jax.convert import ConversionError, assign, cli, convert, layers, mapping  # noqa: E402
-from jointist_jax.convert.torch_checkpoint import load_state_dict  # noqa: E402
-from jointist_jax.models import gru as gru_lib  # noqa: E402
-from jointist_jax.models.jointist import Jointist  # noqa: E402
-from jointist_jax.models.recognizer import Recognizer  # noqa: E402
-from jointist_jax.models.transcriber import Transcriber  # noqa: E402
-from jointist_jax.train import checkpoints  # noqa: E402
-from jointist_jax.train.optimizer import make_optimizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jointist_jax import audio
+from jointist_jax.convert import assign, convert, layers, mapping
+from jointist_jax.models import gru as gru_lib
+from jointist_jax.models.recognizer import Attention, Recognizer
+from jointist_jax.models.separator import ConvTranspose2x2, Separator
+from jointist_jax.models.transcriber import Transcriber
+
 torch = pytest.importorskip("torch", reason="the converter's tests need the 'convert' extra (torch)")
+F = torch.nn.functional
 
-import torch.nn.functional as F  # noqa: E402
-
-from jointist_jax import audio  # noqa: E402
-from jointist_jax.convert import assign, convert, layers, mapping  # noqa: E402
-from jointist_jax.models import gru as gru_lib  # noqa: E402
-from jointist_jax.models.recognizer import Attention, Recognizer  # noqa: E402
-from jointist_jax.models.separator import ConvTranspose2x2, Separator  # noqa: E402
-from jointist_jax.models.transcriber import Transcriber  # noqa: E402
 
 TOL = 1e-5
 

@@ -102,3 +102,16 @@ def test_separator_must_read_the_roll(model):
     standalone = Separator("standalone", channels=(4, 4, 4, 4, 4, 4), rngs=nnx.Rngs(1))
     with pytest.raises(ValueError, match="sum"):
         Jointist(recognizer=None, transcriber=model.transcriber, separator=standalone)
+
+
+def test_whole_song_recognition_uses_the_model_path(model):
+    """Predictor.recognize (what jointist-transcribe and the evaluation run) gives the probabilities
+    of Jointist.recognize on the song's windows."""
+    from jointist_jax.inference.predictor import Predictor
+    from jointist_jax.inference.windows import split_windows
+
+    song = (np.random.default_rng(1).normal(size=12 * 16000) * 0.1).astype(np.float32)  # 2 windows
+    whole_song = Predictor(None, recognizer=model.recognizer, batch_windows=1).recognize(song)
+    windows = np.asarray(model.recognize(jnp.asarray(split_windows(song))))
+    assert whole_song.shape == (2, 39)
+    np.testing.assert_allclose(whole_song, windows, rtol=1e-4, atol=1e-5)

@@ -290,6 +290,7 @@ def test_predictor_runs_a_standalone_separator():
 
 
 def test_select_instruments_any_versus_mean(monkeypatch):
+    from jointist_jax.inference import songs
     from jointist_jax.inference.predictor import Predictor
 
     probabilities = np.full((3, 39), 0.1, np.float32)
@@ -297,9 +298,42 @@ def test_select_instruments_any_versus_mean(monkeypatch):
     probabilities[:, 7] = 0.6          # on in every window: on for both
     stub = Predictor.__new__(Predictor)
     monkeypatch.setattr(stub, "recognize", lambda waveform, progress=None: probabilities, raising=False)
-    assert stub.select_instruments(np.zeros(10), aggregate="any")[0] == [5, 7]
-    assert stub.select_instruments(np.zeros(10), aggregate="mean")[0] == [7]
-    assert stub.select_instruments(np.zeros(10), aggregate="any", threshold=0.95)[0] == []
+
+    def detected(**options):
+        return songs.choose_instruments(stub, np.zeros(10), songs.SongOptions(**options)).detected
+
+    assert detected(ir_aggregate="any") == [5, 7]
+    assert detected(ir_aggregate="mean") == [7]
+    assert detected(ir_aggregate="any", ir_threshold=0.95) == []
+
+
+def test_song_options_are_checked_in_one_place():
+    from jointist_jax.inference.postprocess import DecodeOptions
+    from jointist_jax.inference.songs import SongOptions
+
+    for kwargs, name in ((dict(onset_threshold=1.5), "onset_threshold"), (dict(batch_windows=0), "batch_windows"),
+                         (dict(batch_windows=4, max_rows=2), "max_rows"), (dict(min_note_frames=0), "min_note_frames"),
+                         (dict(ir_threshold=1.0), "ir_threshold"), (dict(ir_aggregate="all"), "ir_aggregate")):
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            SongOptions(**kwargs)
+    assert SongOptions(max_rows=None).decode_options() == DecodeOptions()
+
+
+def test_choose_instruments_falls_back_to_every_class(monkeypatch):
+    from jointist_jax.inference import songs
+    from jointist_jax.inference.predictor import Predictor
+
+    probabilities = np.full((2, 39), 0.1, np.float32)
+    stub = Predictor.__new__(Predictor)
+    monkeypatch.setattr(stub, "recognize", lambda waveform, progress=None: probabilities, raising=False)
+    choice = songs.choose_instruments(stub, np.zeros(10))
+    assert choice.detected == [] and choice.detected_none and choice.classes == list(range(39))
+    probabilities[1, 7] = 0.6
+    choice = songs.choose_instruments(stub, np.zeros(10), songs.SongOptions(ir_aggregate="mean"))
+    assert choice.detected == [] and choice.classes == list(range(39))  # mean 0.35 < 0.5
+    choice = songs.choose_instruments(stub, np.zeros(10))
+    assert choice.detected == choice.classes == [7] and not choice.detected_none
+    np.testing.assert_array_equal(choice.window_probabilities, probabilities)
 
 
 # ----------------------------------------------------------------------------------- set-up errors

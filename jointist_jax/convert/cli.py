@@ -1,4 +1,4 @@
-"""Command line of the checkpoint converter (``launch/convert_torch_checkpoint.py``).
+"""Command line of the checkpoint converter (``jointist-convert``, ``launch/convert_torch_checkpoint.py``).
 
     python launch/convert_torch_checkpoint.py --ckpt transcription1000.ckpt --module transcription \
         --variant narrow --out weights/transcription

@@ -1,4 +1,4 @@
-"""Evaluating a trained run on whole songs of a split (``launch/eval.py``).
+"""Evaluating a trained run on whole songs of a split (``jointist-eval``, ``launch/eval.py``).
 
 * :mod:`references`: a track's reference notes and frame rolls, predicted notes as metric input.
 * :mod:`runner`: :func:`evaluate_run` runs a checkpoint over a split with ground-truth and with
@@ -6,8 +6,10 @@
 * :mod:`charts`: per-instrument bar charts (PNG); piano rolls: :mod:`jointist_jax.inference.pianoroll_png`.
 * :mod:`reporting`: writes an :class:`EvalResult` to TensorBoard and to ``metrics.json`` + files.
 * :mod:`watch`: follows a training workdir and evaluates each new checkpoint once.
+* :mod:`cli`: the ``jointist-eval`` command (absl flags; imported by entry points only).
 
-The metrics themselves are the pure functions of :mod:`jointist_jax.metrics`.
+Each song is processed by :mod:`jointist_jax.inference.songs`, as in ``jointist-transcribe``. The
+metrics themselves are the pure functions of :mod:`jointist_jax.metrics`.
 """
 
 from jointist_jax.evaluation.runner import EvalOptions, EvalResult, SongMedia, evaluate_run

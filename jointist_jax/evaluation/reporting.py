@@ -1,5 +1,8 @@
 """Writes an :class:`EvalResult` where people look: TensorBoard, and a folder with ``metrics.json``.
 
+This module only writes and formats finished results; the metrics and their averages are
+computed by :mod:`jointist_jax.metrics` (:mod:`jointist_jax.metrics.averaging`).
+
 TensorBoard (``WORKDIR/tensorboard/eval_<split>``, beside the training run's own events):
 
 * scalars ``{setting}/{metric}`` at the checkpoint's step (settings: ``gt_instruments``,

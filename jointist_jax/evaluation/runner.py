@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 
@@ -34,10 +34,10 @@ from jointist_jax.metrics import (aggregate_separation, aggregate_transcription,
                                      song_separation_scores, song_transcription_scores)
 from jointist_jax.metrics import recognition_metrics
 from jointist_jax.evaluation import references
-from jointist_jax.inference import loading, postprocess
+from jointist_jax.inference import loading
+from jointist_jax.inference import songs as songs_lib
 from jointist_jax.inference.predictor import Predictor
 from jointist_jax.music import SAMPLE_RATE
-from jointist_jax.models.jointist import select_instruments
 
 logger = logging.getLogger(__name__)
 
@@ -49,44 +49,28 @@ PAPER_CROP = recognition_metrics.PaperCropProtocol()
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalOptions:
+class EvalOptions(songs_lib.SongOptions):
     """How to evaluate (defaults: the reference's thresholds, every song, media for 3 songs).
+
+    The batching, decoding and recognizer options are those of
+    :class:`jointist_jax.inference.songs.SongOptions` (checked there); added here:
 
     Attributes:
       split: dataset split of whole songs.
       max_songs: evaluate the first this many songs of the split; 0 for all.
       media_songs: songs (the first ones) whose piano rolls and stems are kept for inspection.
-      batch_windows, max_rows: :class:`Predictor` batching (windows per call, rows per call).
-      onset_threshold, frame_threshold, min_note_frames: note decoding (docs/reference.md §7.1).
-      ir_threshold, ir_aggregate: recognizer decision over a song's windows (docs/deviations.md 19).
     """
 
     split: str = "test"
     max_songs: int = 0
     media_songs: int = 3
-    batch_windows: int = 2
-    max_rows: int | None = 16
-    onset_threshold: float = postprocess.DEFAULT_THRESHOLD
-    frame_threshold: float = postprocess.DEFAULT_THRESHOLD
-    min_note_frames: int = 1
-    ir_threshold: float = 0.5
-    ir_aggregate: Literal["any", "mean"] = "any"
 
     def __post_init__(self):
         if self.max_songs < 0:
             raise ValueError(f"max_songs must be >= 0 (0 = all), got {self.max_songs}")
         if self.media_songs < 0:
             raise ValueError(f"media_songs must be >= 0, got {self.media_songs}")
-        if self.ir_aggregate not in ("any", "mean"):
-            raise ValueError(f"ir_aggregate must be 'any' or 'mean', got {self.ir_aggregate!r}")
-        for name in ("onset_threshold", "frame_threshold", "ir_threshold"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-    def decode_options(self) -> postprocess.DecodeOptions:
-        return postprocess.DecodeOptions(onset_threshold=self.onset_threshold,
-                                         frame_threshold=self.frame_threshold,
-                                         min_note_frames=self.min_note_frames)
+        super().__post_init__()
 
 
 @dataclasses.dataclass
@@ -179,7 +163,6 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
     settings = [GT] if (transcribe or separate) else []
     if recognizer is not None and settings:
         settings.append(PREDICTED)
-    decode = options.decode_options()
 
     transcription_scores = {s: [] for s in settings}
     separation_scores = {s: [] for s in settings}
@@ -202,12 +185,10 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
                      if transcribe else None)
         setting_classes = {GT: present}
         if recognizer is not None:
-            window_probabilities = predictor.recognize(track.mix)
+            choice = songs_lib.choose_instruments(predictor, track.mix, options)
             labels.append(references.recognition_labels(track, instruments.NUM_CLASSES))
-            song_probabilities.append(_song_probability(window_probabilities, options.ir_aggregate))
-            detected = select_instruments(window_probabilities, threshold=options.ir_threshold,
-                                          aggregate=options.ir_aggregate)
-            summary["recognized_instruments"] = _class_names(detected)
+            song_probabilities.append(_song_probability(choice.window_probabilities, options.ir_aggregate))
+            summary["recognized_instruments"] = _class_names(choice.detected)
             crop = recognition_metrics.paper_crop(track.mix, track.notes.onsets, track.notes.offsets,
                                                   track.notes.classes, sample_rate=SAMPLE_RATE,
                                                   protocol=PAPER_CROP)
@@ -216,21 +197,18 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
                 crop_probabilities.append(predictor.recognize(track.mix[crop.start:crop.stop])[0])
                 crop_labels.append(crop.labels)
                 summary["paper_compat_crop_seconds"] = [crop.start / SAMPLE_RATE, crop.stop / SAMPLE_RATE]
-            if not detected:
-                detected = list(range(instruments.NUM_CLASSES))  # the reference's fallback (docs/reference.md §6.1)
+            if choice.detected_none:  # every class is processed (docs/reference.md §6.1)
                 summary["recognizer_detected_none"] = True
-            setting_classes[PREDICTED] = detected
+            setting_classes[PREDICTED] = choice.classes
         keep_media = len(media) < options.media_songs
         for setting in settings:
             classes = setting_classes[setting]
             if not classes:  # a song with no labelled note: nothing to condition on or to score
                 continue
-            prediction = predictor.predict(track.mix, classes, separate=separate)
+            output = songs_lib.predict_and_decode(predictor, track.mix, classes, options, separate=separate)
+            prediction, notes = output.prediction, output.notes
             song_entry: dict = {}
-            notes = {}
             if transcribe:
-                notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
-                                                       prediction.class_ids, decode)
                 est_rolls = {c: prediction.frame_output[k] for k, c in enumerate(prediction.class_ids)}
                 est_onset_rolls = {c: prediction.reg_onset_output[k] for k, c in enumerate(prediction.class_ids)}
                 scores = song_transcription_scores(

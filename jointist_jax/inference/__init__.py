@@ -1,7 +1,8 @@
 """Inference on whole songs: windowing and stitching, post-processing, outputs, and the CLI.
 
 Modules: ``windows`` (10-s windows, centre stitching), ``postprocess`` (posteriorgrams -> notes),
-``predictor`` (batched model calls over a song), ``audio_io``, ``midi_io``, ``pianoroll_png``,
+``predictor`` (batched model calls over a song), ``songs`` (one song: instrument choice, predict and
+decode; shared by ``cli`` and the evaluation), ``audio_io``, ``midi_io``, ``pianoroll_png``,
 ``outputs`` (one folder per song), ``loading`` (checkpoints with clear errors), ``cli``
 (``jointist-transcribe``). Import the submodules directly; this package imports nothing heavy.
 """

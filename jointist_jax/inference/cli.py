@@ -74,20 +74,18 @@ def parse_instruments(text: str) -> list[int] | None:
         raise UsageError(f"--instruments: {error}") from error
 
 
-def _validate(args: argparse.Namespace) -> None:
-    for name in ("onset_threshold", "frame_threshold", "ir_threshold"):
-        value = getattr(args, name)
-        if not 0.0 <= value < 1.0:
-            raise UsageError(f"--{name} must be in [0, 1), got {value}")
-    if args.batch_windows < 1:
-        raise UsageError(f"--batch_windows must be >= 1, got {args.batch_windows}")
-    if args.max_rows < 0 or (args.max_rows and args.max_rows < args.batch_windows):
-        raise UsageError(f"--max_rows must be 0 (no limit) or at least --batch_windows ({args.batch_windows}), "
-                         f"got {args.max_rows}")
-    if args.min_note_frames < 1:
-        raise UsageError(f"--min_note_frames must be >= 1, got {args.min_note_frames}")
-    if args.min_midi_duration < 0:
-        raise UsageError(f"--min_midi_duration must be >= 0, got {args.min_midi_duration}")
+def song_options(args: argparse.Namespace):
+    """The :class:`~jointist_jax.inference.songs.SongOptions` of the flags (checked there; a bad value
+    is a :class:`UsageError` naming its flag)."""
+    from jointist_jax.inference.songs import SongOptions
+
+    try:
+        return SongOptions(batch_windows=args.batch_windows, max_rows=args.max_rows or None,
+                           onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
+                           min_note_frames=args.min_note_frames, ir_threshold=args.ir_threshold,
+                           ir_aggregate=args.ir_aggregate)
+    except ValueError as error:  # each message starts with the option's name
+        raise UsageError(f"--{error}") from error
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,34 +93,33 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `--help` and flag errors are instant.
     from tqdm import tqdm
 
-    from jointist_jax.inference import audio_io, loading, outputs, postprocess
+    from jointist_jax.inference import audio_io, loading, outputs, postprocess, songs
     from jointist_jax.inference.predictor import Predictor
 
-    _validate(args)
+    options = song_options(args)
+    if args.min_midi_duration < 0:
+        raise UsageError(f"--min_midi_duration must be >= 0, got {args.min_midi_duration}")
     class_ids = parse_instruments(args.instruments)
     if class_ids is None and args.ir_checkpoint is None:
         raise UsageError("--instruments auto needs --ir_checkpoint (an ir run); or name the instruments, "
                          "e.g. --instruments piano,bass,drums")
     files = audio_io.find_audio_files(args.audio)
     names = audio_io.song_names(files, args.audio)
-    options = postprocess.DecodeOptions(onset_threshold=args.onset_threshold,
-                                        frame_threshold=args.frame_threshold,
-                                        min_note_frames=args.min_note_frames)
     # Check both runs' stages before reading any weights (reading a run takes a while).
     loading.check_transcriber_run(args.checkpoint, separate=args.separate)
     if class_ids is None:
         loading.check_recognizer_run(args.ir_checkpoint)
     model, _ = loading.load_transcriber_run(args.checkpoint, separate=args.separate)
     recognizer = loading.load_recognizer_run(args.ir_checkpoint) if class_ids is None else None
-    predictor = Predictor(model, recognizer=recognizer, batch_windows=args.batch_windows,
-                          max_rows=args.max_rows or None)
+    predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
+                          max_rows=options.max_rows)
     bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
     out_dir = storage.make_dirs(args.out, role="--out")
 
     failures = 0
-    songs = tqdm(list(zip(files, names)), desc="songs", unit="song", disable=args.quiet)
-    for path, name in songs:
-        songs.set_postfix_str(name)
+    song_bar = tqdm(list(zip(files, names)), desc="songs", unit="song", disable=args.quiet)
+    for path, name in song_bar:
+        song_bar.set_postfix_str(name)
         try:
             waveform = audio_io.load_audio(path)
         except audio_io.AudioError as error:
@@ -135,18 +132,17 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=num_windows * (1 if class_ids else 2), desc="windows", unit="window", leave=False,
                   disable=args.quiet) as bar:
             if song_classes is None:
-                song_classes, probabilities = predictor.select_instruments(
-                    waveform, threshold=args.ir_threshold, aggregate=args.ir_aggregate, progress=bar.update)
+                choice = songs.choose_instruments(predictor, waveform, options, progress=bar.update)
+                song_classes = choice.classes
                 extra = {"instrument_selection": f"recognizer ({args.ir_aggregate})",
-                         "recognizer_window_probabilities": probabilities.tolist()}
-                if not song_classes:
+                         "recognizer_window_probabilities": choice.window_probabilities.tolist()}
+                if choice.detected_none:
                     print(f"{PROG}: {name}: the recognizer detected no instrument; transcribing all "
                           f"{instruments.NUM_CLASSES} classes (as the reference does)", file=sys.stderr)
-                    song_classes = list(range(instruments.NUM_CLASSES))
                     extra["recognizer_detected_none"] = True
-            prediction = predictor.predict(waveform, song_classes, separate=args.separate, progress=bar.update)
-        notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
-                                               prediction.class_ids, options)
+            output = songs.predict_and_decode(predictor, waveform, song_classes, options, separate=args.separate,
+                                              progress=bar.update)
+        prediction, notes = output.prediction, output.notes
         if args.restore_bass_octave:
             notes = postprocess.shift_notes(notes, bass_classes, -instruments.BASS_OCTAVE_SHIFT)
         extra.update(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
@@ -158,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:  # e.g. disk full: nothing of this song is left behind (outputs.write_song)
             print(f"{PROG}: {name}: could not write the results: {error}", file=sys.stderr)
             failures += 1
-    songs.close()
+    song_bar.close()
     if failures:
         print(f"{PROG}: {failures} of {len(files)} songs failed", file=sys.stderr)
     return 1 if failures else 0

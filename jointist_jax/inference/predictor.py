@@ -19,7 +19,7 @@ the whole song's posteriorgram first and cut it again into windows; docs/referen
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ from flax import nnx
 
 from jointist_jax import audio, instruments
 from jointist_jax.inference.windows import WindowSpec, split_windows, stitch_into
-from jointist_jax.models.jointist import Jointist, select_instruments
+from jointist_jax.models.jointist import Jointist, instrument_probabilities
 from jointist_jax.models.recognizer import Recognizer
 from jointist_jax.models.separator import Separator
 from jointist_jax.models.transcriber import Transcriber
@@ -72,6 +72,15 @@ def _batches(windows: np.ndarray, batch: int):
         yield first, count, chunk
 
 
+def check_batching(batch_windows: int, max_rows: int | None) -> None:
+    """Raises ValueError (naming the argument first) unless ``batch_windows`` >= 1 and
+    ``max_rows`` is None (no limit) or at least ``batch_windows``."""
+    if batch_windows < 1:
+        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+    if max_rows is not None and max_rows < batch_windows:
+        raise ValueError(f"max_rows must be at least batch_windows ({batch_windows}), or no limit; got {max_rows}")
+
+
 class Predictor:
     """Runs a trained transcriber (optionally with a separator and a recognizer) on whole songs.
 
@@ -87,10 +96,7 @@ class Predictor:
 
     def __init__(self, model: Transcriber | Jointist | Separator | None, *, recognizer: Recognizer | None = None,
                  batch_windows: int = 2, max_rows: int | None = None, spec: WindowSpec = WindowSpec()):
-        if batch_windows < 1:
-            raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
-        if max_rows is not None and max_rows < batch_windows:
-            raise ValueError(f"max_rows ({max_rows}) must be at least batch_windows ({batch_windows})")
+        check_batching(batch_windows, max_rows)
         if isinstance(model, Jointist):
             transcriber, separator = model.transcriber, model.separator
             if recognizer is None:
@@ -137,8 +143,7 @@ class Predictor:
             ir_graphdef, self._ir_state = nnx.split(recognizer)
 
             def recognize(state, windows):
-                model = nnx.merge(ir_graphdef, state, copy=True)
-                return jax.nn.sigmoid(model(audio.log_mel(windows)).astype(jnp.float32))
+                return instrument_probabilities(nnx.merge(ir_graphdef, state, copy=True), windows)
 
             self._recognize = jax.jit(recognize)
 
@@ -153,13 +158,6 @@ class Predictor:
             if progress is not None:
                 progress(count)
         return out
-
-    def select_instruments(self, waveform: np.ndarray, *, threshold: float = 0.5,
-                           aggregate: Literal["any", "mean"] = "any",
-                           progress: ProgressFn | None = None) -> tuple[list[int], np.ndarray]:
-        """(detected class indices, per-window probabilities) for a song (docs/deviations.md 19)."""
-        probabilities = self.recognize(waveform, progress)
-        return select_instruments(probabilities, threshold=threshold, aggregate=aggregate), probabilities
 
     def predict(self, waveform: np.ndarray, class_ids: Sequence[int], *, separate: bool = False,
                 progress: ProgressFn | None = None) -> SongPrediction:

@@ -7,14 +7,16 @@
 * :mod:`mt3_metrics`: MT3's onset + offset + program matching at three granularities.
 * :mod:`separation_metrics`: SNR-style SDR, source-, piece- and instrument-wise.
 * :mod:`recognition_metrics`: instrument-recognition mAP and F1, and the reference's fixed crop.
-* :mod:`report`: :class:`MetricReport` (TensorBoard scalars + per-class values) and the averages.
+* :mod:`averaging`: :class:`MetricReport` (what every aggregate returns: scalars + per-class
+  values) and the source-, piece- and instrument-wise averages. Writing results to TensorBoard
+  and files is :mod:`jointist_jax.evaluation.reporting`.
 
 Each module's docstring lists the metric names it produces.
 """
 
 from jointist_jax.metrics.matching import MatchCounts
 from jointist_jax.metrics.recognition_metrics import recognition_scores
-from jointist_jax.metrics.report import MetricReport
+from jointist_jax.metrics.averaging import MetricReport
 from jointist_jax.metrics.separation_metrics import (SongSeparationScores, aggregate_separation, sdr,
                                                         song_separation_scores)
 from jointist_jax.metrics.transcription_metrics import (SongTranscriptionScores, aggregate_transcription,

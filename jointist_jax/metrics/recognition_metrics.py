@@ -43,7 +43,7 @@ import numpy as np
 from sklearn import metrics
 
 from jointist_jax import instruments
-from jointist_jax.metrics.report import MetricReport
+from jointist_jax.metrics.averaging import MetricReport
 
 THRESHOLD = 0.5
 AVERAGES = ("micro", "macro", "weighted", "samples")

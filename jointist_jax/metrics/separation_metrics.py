@@ -34,7 +34,7 @@ import numpy as np
 
 from jointist_jax import instruments
 from jointist_jax.metrics.matching import validate_class
-from jointist_jax.metrics.report import MetricReport, by_class_name, per_class_means, song_class_means
+from jointist_jax.metrics.averaging import MetricReport, by_class_name, per_class_means, song_class_means
 
 POWER_FLOOR = 1e-8  # calculate_sdr's clamp on both powers
 

@@ -69,7 +69,7 @@ from jointist_jax.metrics import fused_notes, mt3_metrics
 from jointist_jax.metrics.matching import (MatchCounts, SongNotes, count_matches, validate_class,
                                            validate_song_notes)
 from jointist_jax.music import Notes, concatenate
-from jointist_jax.metrics.report import MetricReport, by_class_name, per_class_means, song_class_means
+from jointist_jax.metrics.averaging import MetricReport, by_class_name, per_class_means, song_class_means
 
 DRUMS_INDEX = instruments.class_index("Drums")
 FRAME_THRESHOLD = 0.1  # Original.yaml evaluation.frame_threshold (docs/reference.md §7.1)

@@ -6,7 +6,8 @@ requested instruments of a clip run in one batched call (docs/deviations.md B1, 
 The recognizer's choice of instruments is data-dependent, so the composition is split in two
 jittable stages with a host-side decision between them:
 
-1. :meth:`Jointist.recognize` -> per-window probabilities (B, 39);
+1. :meth:`Jointist.recognize` -> per-window probabilities (B, 39) (:func:`instrument_probabilities`,
+   also what :class:`jointist_jax.inference.predictor.Predictor` runs on whole songs);
    :func:`select_instruments` thresholds them (0.5) and aggregates the windows of one song
    (``"any"``: OR of thresholded windows, the reference; ``"mean"``: threshold the mean
    probability, docs/deviations.md 19).
@@ -67,6 +68,14 @@ def select_instruments(probabilities: np.ndarray, *, threshold: float = 0.5,
     return [int(i) for i in np.flatnonzero(detected)]
 
 
+def instrument_probabilities(recognizer: Recognizer, waveform: jax.Array, *, logmel: jax.Array | None = None,
+                             rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Per-clip instrument probabilities (B, 39) of a recognizer for waveforms (B, L), in float32."""
+    if logmel is None:
+        logmel = audio.log_mel(waveform)
+    return jax.nn.sigmoid(recognizer(logmel, rngs=rngs).astype(jnp.float32))
+
+
 class Jointist(nnx.Module):
     """Recognizer, transcriber and separator composed as in the paper's end-to-end system.
 
@@ -95,9 +104,7 @@ class Jointist(nnx.Module):
         """Per-clip instrument probabilities (B, 39) for waveforms (B, L)."""
         if self.recognizer is None:
             raise ValueError("this Jointist has no recognizer: name the instruments instead")
-        if logmel is None:
-            logmel = audio.log_mel(waveform)
-        return jax.nn.sigmoid(self.recognizer(logmel, rngs=rngs).astype(jnp.float32))
+        return instrument_probabilities(self.recognizer, waveform, logmel=logmel, rngs=rngs)
 
     def transcribe_and_separate(self, waveform: jax.Array, conditions: jax.Array, *,
                                 logmel: jax.Array | None = None,

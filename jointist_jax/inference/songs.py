@@ -1,0 +1,121 @@
+"""One song, end to end: which instruments, then posteriorgrams (and stems) and decoded notes.
+
+The one song-level path of ``jointist-transcribe`` (:mod:`jointist_jax.inference.cli`) and of the
+evaluation (:mod:`jointist_jax.evaluation.runner`):
+
+1. :func:`choose_instruments`: the recognizer's per-window probabilities, thresholded and
+   aggregated over the song's windows (docs/deviations.md 19); a song where it detects nothing
+   gets all 39 classes, as the reference does (docs/reference.md §6.1).
+2. :func:`predict_and_decode`: the :class:`~jointist_jax.inference.predictor.Predictor` over
+   the song's windows, then onset-gated decoding of every instrument's posteriorgram.
+
+:class:`SongOptions` holds the options of both steps and is the one place they are checked
+(the decoding thresholds through :class:`~jointist_jax.inference.postprocess.DecodeOptions`,
+the batching through :func:`~jointist_jax.inference.predictor.check_batching`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Sequence
+
+import numpy as np
+
+from jointist_jax import instruments
+from jointist_jax.inference import postprocess
+from jointist_jax.inference.predictor import Predictor, ProgressFn, SongPrediction, check_batching
+from jointist_jax.models.jointist import select_instruments
+
+AGGREGATES = ("any", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class SongOptions:
+    """How a song is processed (defaults: the reference's thresholds).
+
+    Attributes:
+      batch_windows, max_rows: :class:`Predictor` batching (windows per call; at most this many
+        window x instrument rows per call, None for no limit).
+      onset_threshold, frame_threshold, min_note_frames: note decoding (docs/reference.md §7.1).
+      ir_threshold, ir_aggregate: the recognizer's decision over a song's windows
+        (docs/deviations.md 19).
+
+    Every message of a bad value starts with the field's name.
+    """
+
+    batch_windows: int = 2
+    max_rows: int | None = 16
+    onset_threshold: float = postprocess.DEFAULT_THRESHOLD
+    frame_threshold: float = postprocess.DEFAULT_THRESHOLD
+    min_note_frames: int = 1
+    ir_threshold: float = 0.5
+    ir_aggregate: Literal["any", "mean"] = "any"
+
+    def __post_init__(self):
+        check_batching(self.batch_windows, self.max_rows)
+        self.decode_options()  # checks the decoding thresholds and min_note_frames
+        if not 0.0 <= self.ir_threshold < 1.0:
+            raise ValueError(f"ir_threshold must be in [0, 1), got {self.ir_threshold}")
+        if self.ir_aggregate not in AGGREGATES:
+            raise ValueError(f"ir_aggregate must be 'any' or 'mean', got {self.ir_aggregate!r}")
+
+    def decode_options(self) -> postprocess.DecodeOptions:
+        """The decoding part of the options."""
+        return postprocess.DecodeOptions(onset_threshold=self.onset_threshold,
+                                         frame_threshold=self.frame_threshold,
+                                         min_note_frames=self.min_note_frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstrumentChoice:
+    """The recognizer's instruments for one song.
+
+    Attributes:
+      classes: the class indices to transcribe or separate: ``detected``, or all 39 classes when
+        the recognizer detected none.
+      detected: the class indices the recognizer detected (possibly none).
+      window_probabilities: (N, 39) float32 per-window probabilities.
+    """
+
+    classes: list[int]
+    detected: list[int]
+    window_probabilities: np.ndarray
+
+    @property
+    def detected_none(self) -> bool:
+        """True where the recognizer detected nothing and every class is processed."""
+        return not self.detected
+
+
+@dataclasses.dataclass(frozen=True)
+class SongOutput:
+    """One song's predictions.
+
+    Attributes:
+      prediction: stitched posteriorgrams (and stems) of the instruments asked for.
+      notes: class index -> decoded notes; empty for a model that does not transcribe.
+    """
+
+    prediction: SongPrediction
+    notes: dict[int, list[postprocess.Note]]
+
+
+def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: SongOptions = SongOptions(),
+                       progress: ProgressFn | None = None) -> InstrumentChoice:
+    """The instruments the recognizer of ``predictor`` hears in a mono 16-kHz song (L,)."""
+    probabilities = predictor.recognize(waveform, progress)
+    detected = select_instruments(probabilities, threshold=options.ir_threshold, aggregate=options.ir_aggregate)
+    classes = list(detected) if detected else list(range(instruments.NUM_CLASSES))
+    return InstrumentChoice(classes=classes, detected=detected, window_probabilities=probabilities)
+
+
+def predict_and_decode(predictor: Predictor, waveform: np.ndarray, class_ids: Sequence[int],
+                       options: SongOptions = SongOptions(), *, separate: bool = False,
+                       progress: ProgressFn | None = None) -> SongOutput:
+    """Posteriorgrams (and stems with ``separate``) of ``class_ids`` in a song, and their notes."""
+    prediction = predictor.predict(waveform, class_ids, separate=separate, progress=progress)
+    notes = {}
+    if predictor.can_transcribe:
+        notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
+                                               prediction.class_ids, options.decode_options())
+    return SongOutput(prediction=prediction, notes=notes)

@@ -1,0 +1,75 @@
+r"""``jointist-train`` (also ``python launch/train.py``): trains one Jointist stage.
+
+  jointist-train --config=NAME[:ARGS] --workdir=DIR
+
+``--config=joint_pretrained`` resolves to ``configs/joint_pretrained.py``; a path works too, and
+``:ARGS`` selects variants (``--config=transcription:variant=wide`` or ``:runlocal``). Any field
+can be overridden: ``--config.optimizer.lr=3e-4``. The same command runs on one CPU, a multi-GPU
+host or every host of a TPU slice (see launch/README.md for multi-host recipes).
+
+A bad path or config exits with status 2 and a message naming the problem. The flags are absl
+flags defined when this module is imported: import it from an entry point only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from configs import resolve_config_argument
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and config.json go.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for multi-process runs without a cluster launcher.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+
+# The name error messages start with: the command as it was started (train.py, jointist-train).
+PROG = "jointist-train"
+
+
+def _main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import jax
+    from absl import logging as absl_logging
+
+    from jointist_jax.train import distributed, trainer
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
+    logging.getLogger("jointist_jax").setLevel(logging.INFO)
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    # Keep TensorFlow (the input pipeline) off the accelerators: they belong to jax.
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    try:
+        state = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (FileNotFoundError, ValueError) as error:  # bad paths (storage.StorageError too) or config
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    # Every process prints the same number when the replicated parameters agree.
+    print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
+          f"{trainer.parameter_checksum(state):.10e}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: parses ``argv`` (default ``sys.argv``; ``--config=NAME`` resolved to
+    ``configs/NAME.py``) and trains."""
+    global PROG
+    argv = list(sys.argv if argv is None else argv)
+    if argv and argv[0] and not argv[0].endswith("cli.py"):  # not ``python -m``
+        PROG = os.path.basename(argv[0])
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(_main, argv=resolve_config_argument(argv))
+
+
+if __name__ == "__main__":
+    main()
