@@ -45,11 +45,12 @@ def separator(section: ml_collections.ConfigDict, **kwargs) -> Separator:
     return Separator(**section_kwargs(section), **kwargs)
 
 
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-    """The module ``config.stage`` trains (its :class:`jointist_jax.train.stages.Stage`'s ``build``)."""
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, stage=None) -> nnx.Module:
+    """The module ``config.stage`` trains (its :class:`jointist_jax.train.stages.Stage`'s ``build``);
+    ``stage`` (a name or Stage) overrides ``config.stage``."""
     from jointist_jax.train import stages
 
-    return stages.get(config.stage).build(config, rngs)
+    return stages.resolve(config.stage if stage is None else stage).build(config, rngs)
 
 
 def empty_module(build: Callable[[], nnx.Module]) -> nnx.Module:

@@ -89,19 +89,25 @@ def _check_finite(step: int, metrics: dict[str, float], mngr) -> None:
 
 
 class Run:
-    """The pieces of one run: model definition, step functions, shardings, state."""
+    """The pieces of one run: model definition, step functions, shardings, state.
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh):
+    ``stage`` (a :class:`~jointist_jax.train.stages.Stage`, default: the registered ``config.stage``)
+    says what is built and trained; the train-step benchmark passes an unregistered one.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh, stage: stages.Stage | None = None):
         self.config = config
         self.mesh = mesh
+        self.stage = stages.get(config.stage) if stage is None else stage
         self.tx, self.schedule = make_optimizer(config.optimizer)
 
         def init_state() -> TrainState:
-            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed),
+                                              stage=self.stage)
             model.train()
             return TrainState.create(model, self.tx)
 
-        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0)))
+        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0), stage=self.stage))
         abstract_model.train()
         self.train_graphdef = split_model(abstract_model)[0]
         abstract_model.eval()
@@ -113,10 +119,10 @@ class Run:
         self.init_state = jax.jit(init_state, out_shardings=self.state_sharding)
         base_key = jax.random.key(config.seed)
         self.train_step = jax.jit(
-            make_train_step(self.train_graphdef, self.tx, self.schedule, config.stage, base_key),
+            make_train_step(self.train_graphdef, self.tx, self.schedule, self.stage, base_key),
             in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)),
             out_shardings=(self.state_sharding, None), donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(self.eval_graphdef, config.stage),
+        self.eval_step = jax.jit(make_eval_step(self.eval_graphdef, self.stage),
                                  in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)))
 
     def checkpoint_target(self) -> dict:
