@@ -136,7 +136,7 @@ class Run:
 
 def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
-    stage = stages.get(run.config.stage)
+    stage = run.stage
     sources = [name for name, _ in stage.init_from]
     source_run, _ = run_dir.locate(init_from)
     try:
