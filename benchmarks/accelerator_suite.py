@@ -36,33 +36,31 @@ GH200 989.4 bf16, 494.7 fp32; H100 PCIe 756, 378; H100 NVL / H200 NVL 835.5, 417
 
 from __future__ import annotations
 
-import sys
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-# `python benchmarks/accelerator_suite.py` puts benchmarks/ on sys.path, not the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jointist_jax.models import gru  # first: the package adds its CPU XLA flags before jax loads
 
-from jointist_jax import xla_flags  # noqa: E402
+import jax
+import numpy as np
+from flax import nnx
 
-xla_flags.apply_cpu_flags()
+from jointist_jax.train import distributed, model_factory
+from jointist_jax.train.trainer import Run
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from benchmarks import common, profile_summary, train_step  # noqa: E402
-from jointist_jax.models import gru  # noqa: E402
-from jointist_jax.train import distributed, model_factory  # noqa: E402
-from jointist_jax.train.trainer import Run  # noqa: E402
+try:  # `python benchmarks/accelerator_suite.py` puts benchmarks/ itself on sys.path
+    from benchmarks import common, profile_summary, train_step
+except ImportError:
+    import common
+    import profile_summary
+    import train_step
 
 CASE_ORDER = ("ts_train", "t_train", "tw_train", "s_train", "cu_train", "ir_train")  # most wanted first
 DTYPE_ORDER = ("bfloat16", "float32")
@@ -201,8 +199,8 @@ def gru_unroll(unroll: int | None):
         return
     original = model_factory.build_model
 
-    def build(config, rngs):
-        model = original(config, rngs)
+    def build(config, rngs, stage=None):
+        model = original(config, rngs, stage=stage)
         for _, node in nnx.iter_graph(model):
             if isinstance(node, gru.BiGRU):
                 node.unroll = unroll
@@ -313,13 +311,8 @@ class Suite:
             config = train_step.stage_config(case, tiny=self.args.tiny, dtype=dtype)
             config.model.remat = remat
             with gru_unroll(unroll):
-                run = Run(config, self.mesh)
-            step_fn = run.train_step
-            if case == "s_train":
-                step_fn = jax.jit(train_step.gt_roll_separation_step(run.train_graphdef, run.tx, run.schedule),
-                                  in_shardings=(run.state_sharding, distributed.batch_sharding(self.mesh)),
-                                  out_shardings=(run.state_sharding, None), donate_argnums=(0,))
-            self.built[key] = Built(config, run, step_fn, train_step.example_spec(case, config), self.mesh)
+                run = Run(config, self.mesh, stage=train_step.case_stage(case, config))
+            self.built[key] = Built(config, run, run.train_step, train_step.example_spec(case, config), self.mesh)
         return self.built[key]
 
     def memory_limit(self) -> int | None:

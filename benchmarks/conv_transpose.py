@@ -17,19 +17,16 @@ Prints one line per level: shapes, median milliseconds of each form, and matmul 
 
 from __future__ import annotations
 
-from jointist_jax import xla_flags
+import argparse
+import statistics
+import time
 
-xla_flags.apply_cpu_flags()
+# The package first: it adds its CPU XLA flags before jax loads.
+from jointist_jax.models.separator import DEFAULT_CHANNELS, conv_transpose_2x2
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jointist_jax.models.separator import DEFAULT_CHANNELS, conv_transpose_2x2  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 PADDED_FRAMES, UNET_BINS = 1024, 512  # 10 s at hop 160: 1001 frames padded to 1024; 513 bins minus one
 

@@ -19,24 +19,23 @@ Trains ``transcription:runlocal`` (or the given config) and, every ``--every`` s
 
 from __future__ import annotations
 
-import os
+import argparse
+import ast
+import importlib
 import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jointist_jax import audio  # first: the package adds its CPU XLA flags before jax loads
 
-from jointist_jax import xla_flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
 
-xla_flags.apply_cpu_flags()
-
-import argparse  # noqa: E402
-import ast  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
+from jointist_jax.data import pipeline
+from jointist_jax.models import losses
+from jointist_jax.train import model_factory, optimizer, stages, steps
 
 MODULE_GROUPS = ("bn0", "frame_model.acoustic", "frame_model.fc5", "frame_model.bn5", "frame_model.language",
                  "frame_model.fc", "reg_onset_model.acoustic", "reg_onset_model.fc5", "reg_onset_model.bn5",
@@ -98,13 +97,6 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
 
-    import importlib
-
-    from jointist_jax import audio
-    from jointist_jax.data import pipeline
-    from jointist_jax.models import losses
-    from jointist_jax.train import model_factory, optimizer, steps, trainer
-
     name, _, config_arg = args.config.partition(":")
     config = importlib.import_module(f"configs.{name}").get_config(config_arg)
     config.data.data_dir = args.data_dir
@@ -126,7 +118,7 @@ def main(argv=None) -> int:
         tx = optax.chain(optax.scale_by_adam(o.b1, o.b2, o.eps), optax.scale_by_learning_rate(schedule))
     opt_state = tx.init(params)
     base_key = jax.random.key(config.seed)
-    options = trainer._data_options(config)  # the trainer's own input settings
+    options = stages.get(config.stage).data_options(config)  # the trainer's own input settings
     stream = pipeline.make_train_iterator(args.data_dir, config.data.train_split, **options)
     batches = iter(stream)
     fixed = next(batches) if args.fixed_batch else None

@@ -20,31 +20,24 @@ K = 39 calls take about a minute each on a 2-core CPU, so those cases use ``--re
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import gc
 
-# `python benchmarks/forward.py` puts benchmarks/ on sys.path, not the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jointist_jax import audio, instruments  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax.music import SAMPLE_RATE
 
-from jointist_jax import xla_flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-xla_flags.apply_cpu_flags()
+from configs import defaults
+from jointist_jax.train import model_factory
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from configs import defaults  # noqa: E402
-from jointist_jax import audio, instruments  # noqa: E402
-from jointist_jax.music import SAMPLE_RATE  # noqa: E402
-from jointist_jax.models.recognizer import Recognizer  # noqa: E402
-from jointist_jax.models.separator import Separator  # noqa: E402
-from jointist_jax.models.transcriber import Transcriber  # noqa: E402
+try:  # `python benchmarks/forward.py` puts benchmarks/ itself on sys.path
+    from benchmarks import common
+except ImportError:
+    import common
 
 MODULES = ("recognizer", "transcriber_narrow", "transcriber_wide", "separator_sum", "separator_standalone")
 CONDITIONED = frozenset(MODULES) - {"recognizer"}
@@ -65,16 +58,16 @@ REFERENCE = {
 
 
 def build_module(name: str, *, tiny: bool, dtype, rngs: nnx.Rngs) -> nnx.Module:
-    """The module ``name`` at full size (the reference's widths) or at the runlocal ``tiny`` size."""
+    """The module ``name`` at full size (the reference's widths) or at the runlocal ``tiny`` size,
+    built by the package's model factory from the configs' model sections."""
     if name == "recognizer":
-        return Recognizer(**defaults.recognizer_config("tiny" if tiny else "full").to_dict(), dtype=dtype, rngs=rngs)
+        return model_factory.recognizer(defaults.recognizer_config("tiny" if tiny else "full"), dtype=dtype, rngs=rngs)
     if name.startswith("transcriber_"):
         size = "tiny" if tiny else name.removeprefix("transcriber_")
-        kwargs = defaults.transcriber_config(size).to_dict()
-        return Transcriber(**kwargs, dtype=dtype, rngs=rngs)
+        return model_factory.transcriber(defaults.transcriber_config(size), dtype=dtype, rngs=rngs)
     if name.startswith("separator_"):
-        kwargs = defaults.separator_config(name.removeprefix("separator_"), "tiny" if tiny else "full").to_dict()
-        return Separator(**kwargs, dtype=dtype, rngs=rngs)
+        section = defaults.separator_config(name.removeprefix("separator_"), "tiny" if tiny else "full")
+        return model_factory.separator(section, dtype=dtype, rngs=rngs)
     raise ValueError(f"unknown module {name!r}; choose from {MODULES}")
 
 
@@ -159,7 +152,7 @@ def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: 
 def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, repeats_large: int,
                   dtype_name: str, tiny: bool, max_rows: int = 0) -> list[dict]:
     """Every (module, K) case; one dict per case with the reference's time and the ratio."""
-    dtype = common.DTYPES[dtype_name]
+    dtype = model_factory.compute_dtype(dtype_name)
     samples = TINY_CLIP_SAMPLES if tiny else FULL_CLIP_SAMPLES
     results = []
     for name in modules:

@@ -26,20 +26,16 @@ median ms of process CPU time per call:
     fused_ad           231     877      (1.19x / 1.58x BiGRU)
 """
 
-from jointist_jax import xla_flags
+import argparse
+import statistics
+import time
 
-xla_flags.apply_cpu_flags()
+from jointist_jax.models.gru import BiGRU  # first: the package adds its CPU XLA flags before jax loads
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from jointist_jax.models.gru import BiGRU  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 
 def _gates(gi, gh, h):

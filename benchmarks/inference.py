@@ -16,49 +16,37 @@ recognizer and separator would come on top.
 
 from __future__ import annotations
 
-import os
+import argparse
+import resource
 import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jointist_jax.inference.predictor import Predictor  # first: the package adds its CPU XLA flags before jax loads
 
-from jointist_jax import xla_flags  # noqa: E402
+import jax
+import numpy as np
+from flax import nnx
 
-xla_flags.apply_cpu_flags()
-
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from configs import defaults  # noqa: E402
-from jointist_jax.inference.predictor import Predictor  # noqa: E402
-from jointist_jax.inference.windows import WindowSpec  # noqa: E402
-from jointist_jax.music import SAMPLE_RATE  # noqa: E402
-from jointist_jax.models.jointist import Jointist  # noqa: E402
-from jointist_jax.models.recognizer import Recognizer  # noqa: E402
-from jointist_jax.models.separator import Separator  # noqa: E402
-from jointist_jax.models.transcriber import Transcriber  # noqa: E402
+from configs import defaults
+from jointist_jax.inference.windows import WindowSpec
+from jointist_jax.models.jointist import Jointist
+from jointist_jax.music import SAMPLE_RATE
+from jointist_jax.train import model_factory
 
 REFERENCE_T_SECONDS_PER_CLIP = 1.92  # docs/reference.md §11.3 t_infer1: narrow f_T, one 10-s clip, one condition
 
 
 def build(size: str) -> Jointist:
-    """Recognizer + transcriber (narrow) + separator (sum), freshly initialised, eval mode."""
+    """Recognizer + transcriber (narrow) + separator (sum), freshly initialised by the package's
+    model factory, eval mode."""
     rngs = nnx.Rngs(0)
     transcriber_size = "narrow" if size == "full" else "tiny"
     model = Jointist(
-        recognizer=Recognizer(**_kwargs(defaults.recognizer_config(size)), rngs=rngs),
-        transcriber=Transcriber(**_kwargs(defaults.transcriber_config(transcriber_size)), rngs=rngs),
-        separator=Separator(**_kwargs(defaults.separator_config("sum", size)), rngs=rngs))
+        recognizer=model_factory.recognizer(defaults.recognizer_config(size), rngs=rngs),
+        transcriber=model_factory.transcriber(defaults.transcriber_config(transcriber_size), rngs=rngs),
+        separator=model_factory.separator(defaults.separator_config("sum", size), rngs=rngs))
     model.eval()
     return model
-
-
-def _kwargs(section) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.to_dict().items()}
 
 
 def _timed(fn):

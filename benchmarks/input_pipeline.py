@@ -23,13 +23,9 @@ import sys
 import tempfile
 import time
 
-from jointist_jax import xla_flags
+from jointist_jax.data import pipeline  # first: the package adds its CPU XLA flags before jax loads
 
-xla_flags.apply_cpu_flags()
-
-import jax  # noqa: E402  (after the XLA flags)
-
-from jointist_jax.data import pipeline  # noqa: E402
+import jax
 
 
 def measure_open(data_dir: str, split: str) -> dict[str, float]:

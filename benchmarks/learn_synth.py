@@ -22,21 +22,25 @@ used and removed.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import tempfile
 import sys
+import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The package first: it adds its CPU XLA flags before jax loads.
+from jointist_jax.train import checkpoints, model_factory, trainer
 
-from jointist_jax import xla_flags  # noqa: E402
+from flax import nnx
 
-xla_flags.apply_cpu_flags()
+from jointist_jax.evaluation import EvalOptions, evaluate_run
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+try:  # `python benchmarks/learn_synth.py` puts benchmarks/ itself on sys.path
+    from benchmarks import common
+except ImportError:
+    import common
 
 STAGES = ("transcription", "joint", "ir")
 HEADLINE = ("note_f1/flat", "note_f1/instrument_wise", "note_precision/flat", "note_recall/flat",
@@ -130,12 +134,6 @@ def main(argv=None) -> int:
     if not Path(args.data_dir).expanduser().exists():
         parser.error(f"--data_dir {args.data_dir!r} does not exist: run `make demo` first (it builds demo/tfds)")
     logging.basicConfig(level=logging.WARNING)
-
-    from flax import nnx
-
-    from benchmarks import common
-    from jointist_jax.evaluation import EvalOptions, evaluate_run
-    from jointist_jax.train import checkpoints, model_factory, trainer
 
     temp = None if args.workdir else tempfile.TemporaryDirectory(prefix="learn_synth-")
     root = Path(args.workdir or temp.name)

@@ -8,10 +8,10 @@ pipeline's keys, shapes and dtypes (``pipeline.ExampleSpec.fields``), placed wit
 
   t_train   transcription stage, narrow transcriber
   tw_train  transcription stage, wide transcriber
-  s_train   the ``sum`` separator (TCondUNet, hop 160) alone. There is no separator-only stage
-            for it, so it is timed through :func:`gt_roll_separation_step`, a local step with the
-            stage's optimiser and L1 loss that feeds the ground-truth ``frame_roll`` as the roll
-            input (the reference's GT-roll separator; docs/reference.md §1.5)
+  s_train   the ``sum`` separator (TCondUNet, hop 160) alone. No config trains it, so it is
+            timed as the unregistered stage ``stages.GT_ROLL_SEPARATION``: the trainer's step
+            with the separation stage's optimiser and L1 loss, fed the ground-truth
+            ``frame_roll`` as the roll input (the reference's GT-roll separator; docs/reference.md §1.5)
   cu_train  separation stage, standalone separator (CondUNet, hop 320)
   ir_train  ir stage, recognizer (2 clips)
   ts_train  joint stage, narrow transcriber + sum separator
@@ -29,36 +29,26 @@ with the ratio ours / reference, and with ``--peak_tflops`` the model FLOP utili
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import dataclasses
+import gc
+import math
 
-# `python benchmarks/train_step.py` puts benchmarks/ on sys.path, not the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jointist_jax import instruments  # first: the package adds its CPU XLA flags before jax loads
 
-from jointist_jax import xla_flags  # noqa: E402
+import jax
+import ml_collections
+import numpy as np
 
-xla_flags.apply_cpu_flags()
+from configs import defaults, ir, joint_scratch, separation, transcription
+from jointist_jax.data import pipeline
+from jointist_jax.train import distributed, stages
+from jointist_jax.train.trainer import Run
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import gc  # noqa: E402
-import math  # noqa: E402
-
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from configs import defaults, ir, joint_scratch, separation, transcription  # noqa: E402
-from jointist_jax import instruments  # noqa: E402
-from jointist_jax.data import pipeline  # noqa: E402
-from jointist_jax.models import losses  # noqa: E402
-from jointist_jax.music import SAMPLE_RATE  # noqa: E402
-from jointist_jax.train import distributed  # noqa: E402
-from jointist_jax.train.steps import Batch, Metrics, TrainState  # noqa: E402
-from jointist_jax.train.trainer import Run  # noqa: E402
+try:  # `python benchmarks/train_step.py` puts benchmarks/ itself on sys.path
+    from benchmarks import common
+except ImportError:
+    import common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,15 +100,14 @@ def stage_config(case: str, *, tiny: bool, dtype: str) -> ml_collections.ConfigD
     return config
 
 
+def case_stage(case: str, config: ml_collections.ConfigDict) -> stages.Stage:
+    """The stage ``case`` trains: the config's registered stage, or the GT-roll separator for s_train."""
+    return stages.GT_ROLL_SEPARATION if case == "s_train" else stages.get(config.stage)
+
+
 def example_spec(case: str, config: ml_collections.ConfigDict) -> pipeline.ExampleSpec:
-    """The input pipeline's per-clip output spec for the stage (targets / stems as it trains)."""
-    stage = config.stage
-    return pipeline.ExampleSpec(
-        clip_samples=int(round(config.data.clip_seconds * SAMPLE_RATE)), sample_rate=SAMPLE_RATE,
-        num_positive=config.data.num_positive, num_negative=config.data.num_negative,
-        temperature=config.data.temperature, transcribe_negatives=config.data.transcribe_negatives,
-        targets=stage in ("transcription", "joint") or case == "s_train",
-        stems=stage in ("separation", "joint"), evaluation=False)
+    """The input pipeline's per-clip output spec for the case's stage (targets / stems as it trains)."""
+    return case_stage(case, config).example_spec(config)
 
 
 def random_batch(spec: pipeline.ExampleSpec, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -148,34 +137,6 @@ def random_batch(spec: pipeline.ExampleSpec, clips: int, seed: int = 0) -> dict[
     return batch
 
 
-def gt_roll_separation_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule):
-    """Train step of a ``sum`` separator alone, fed the batch's ``frame_roll`` as its roll input.
-
-    Mirrors ``steps.make_train_step`` (fresh module inside the differentiated trace, BatchNorm
-    statistics split back out, the stage's optimiser and schedule) with the L1 separation loss.
-    The separator has no dropout, so no per-step key is needed.
-    """
-
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        def loss_fn(params, batch_stats, rest):
-            model = nnx.merge(graphdef, params, batch_stats, rest, copy=True)
-            separated = model(batch["waveform"], batch["conditions"], batch["frame_roll"])["waveform"]
-            loss = losses.separation_loss(separated, batch["source"], batch["source_valid"])
-            return loss, nnx.state(model, nnx.BatchStat)
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, state.rest)
-        with jax.named_scope("optimizer"):  # as in steps.make_train_step, for profiles
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-        metrics = dict(loss=loss, separation_loss=loss, grad_norm=optax.tree.norm(grads),
-                       learning_rate=schedule(state.step))
-        return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                             opt_state=opt_state), metrics
-
-    return train_step
-
-
 def benchmark_mesh(clips: int):
     """A data mesh over as many devices as evenly split the batch (all of them on one CPU device)."""
     devices = jax.devices()
@@ -187,12 +148,8 @@ def measure_case(case: str, *, steps: int, dtype: str, tiny: bool, peak_tflops: 
     common.reset_peak_rss()
     config = stage_config(case, tiny=tiny, dtype=dtype)
     mesh = benchmark_mesh(config.data.global_batch)
-    run = Run(config, mesh)
+    run = Run(config, mesh, stage=case_stage(case, config))
     step_fn = run.train_step
-    if case == "s_train":
-        step_fn = jax.jit(gt_roll_separation_step(run.train_graphdef, run.tx, run.schedule),
-                          in_shardings=(run.state_sharding, distributed.batch_sharding(mesh)),
-                          out_shardings=(run.state_sharding, None), donate_argnums=(0,))
     spec = example_spec(case, config)
     batch = jax.device_put(random_batch(spec, config.data.global_batch, seed=config.seed),
                            distributed.batch_sharding(mesh))

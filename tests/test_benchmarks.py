@@ -209,12 +209,16 @@ def test_train_step_main_tiny_reports_every_field(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gt_roll_separation_step_trains_the_sum_separator_on_the_frame_roll():
+    from jointist_jax.train import steps
     from jointist_jax.train.trainer import Run
 
     config = train_step.stage_config("s_train", tiny=True, dtype="float32")
     mesh = train_step.benchmark_mesh(2)
-    run = Run(config, mesh)
-    step = jax.jit(train_step.gt_roll_separation_step(run.train_graphdef, run.tx, run.schedule))
+    stage = train_step.case_stage("s_train", config)
+    assert stage.name == "separation_gt_roll" and config.stage == "separation"
+    run = Run(config, mesh, stage=stage)
+    # The trainer's step function, jitted without donating the state (it is stepped twice below).
+    step = jax.jit(steps.make_train_step(run.train_graphdef, run.tx, run.schedule, stage, jax.random.key(0)))
     batch = train_step.random_batch(train_step.example_spec("s_train", config), 2)
     state = run.init_state()
     new_state, metrics = step(state, batch)
@@ -254,3 +258,14 @@ def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups(capsys):
     assert inference.main(["--seconds", "11", "--instruments", "1,3", "--size", "tiny", "--max_rows", "2"]) == 0
     printed = capsys.readouterr().out
     assert "max_rows 2" in printed and "RTF" in printed
+
+
+# ------------------------------------------------------------------------------ conv_transpose.py
+def test_benchmark_uses_real_decoder_shapes_and_runs():
+    from benchmarks.conv_transpose import decoder_shapes, run
+
+    assert decoder_shapes(2) == [((2, 16, 8, 384), 384), ((2, 32, 16, 384), 384), ((2, 64, 32, 384), 256),
+                                 ((2, 128, 64, 256), 128), ((2, 256, 128, 128), 64), ((2, 512, 256, 64), 32)]
+    (result,) = run([1], batch=1, repeats=1)
+    assert result["output"] == (1, 32, 16, 384)
+    assert all(result[name] > 0 for name in ("matmul", "einsum", "lax"))

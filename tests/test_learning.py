@@ -103,10 +103,9 @@ def _train(config_name: str, num_steps: int, lr: float, *, transcriber_from=None
     model.set_attributes(deterministic=True, raise_if_not_found=False)
     if transcriber_from is not None:
         nnx.update(model.transcriber, transcriber_from.params, transcriber_from.batch_stats)
-    graphdef, params, batch_stats, rest = steps.split_model(model)
+    graphdef = steps.split_model(model)[0]
     tx, schedule = optimizer.make_optimizer(config.optimizer)
-    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                             opt_state=tx.init(params), rest=rest)
+    state = steps.TrainState.create(model, tx)
     untrained = state
     train_step = jax.jit(steps.make_train_step(graphdef, tx, schedule, config.stage, jax.random.key(0)))
     batch = jax.tree.map(jnp.asarray, _clip_batch())

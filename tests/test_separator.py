@@ -540,14 +540,3 @@ def test_bad_waveform_and_conditions_are_named():
         model(waveform, conditions[:, :0])
     with pytest.raises(ValueError, match="mix_magnitude must have shape"):
         model.mask(jnp.ones((2, 10, 100)), conditions)
-
-
-# ----------------------------------------------------------------------------- benchmark helper
-def test_benchmark_uses_real_decoder_shapes_and_runs():
-    from benchmarks.conv_transpose import decoder_shapes, run
-
-    assert decoder_shapes(2) == [((2, 16, 8, 384), 384), ((2, 32, 16, 384), 384), ((2, 64, 32, 384), 256),
-                                 ((2, 128, 64, 256), 128), ((2, 256, 128, 128), 64), ((2, 512, 256, 64), 32)]
-    (result,) = run([1], batch=1, repeats=1)
-    assert result["output"] == (1, 32, 16, 384)
-    assert all(result[name] > 0 for name in ("matmul", "einsum", "lax"))

@@ -1,6 +1,7 @@
 """Released Jointist checkpoints -> jointist-jax models and orbax checkpoints.
 
-Three Lightning checkpoints are supported (docs/reference.md §11.2), by ``module``:
+Three Lightning checkpoints are supported (docs/reference.md §11.2), by ``module`` (the stages
+whose registry entry has a ``release``, jointist_jax/train/stages.py):
 
 * ``transcription`` (``transcription1000.ckpt``): ``Original`` + CNN8Dropout (``narrow``) or
   CNN8Dropout_Wide (``wide``), under the prefix ``network.``;
@@ -30,9 +31,10 @@ from flax import nnx
 
 from jointist_jax.convert import assign, mapping
 from jointist_jax.convert.torch_checkpoint import ConversionError, load_state_dict
-from jointist_jax.train import model_factory
+from jointist_jax.train import model_factory, stages
 
-MODULES = ("transcription", "ir", "joint")
+# The stages with a released checkpoint (``Stage.release`` in jointist_jax/train/stages.py).
+MODULES = tuple(stage.name for stage in stages.all_stages() if stage.release is not None)
 VARIANTS = ("narrow", "wide")
 DEFAULT_VARIANT = "narrow"  # the width the released checkpoints presumably hold (docs/reference.md §0.13)
 
@@ -47,14 +49,24 @@ class Part:
     attribute: str | None
 
 
-def check_module_and_variant(module: str, variant: str | None) -> str | None:
-    """Validates the ``--module``/``--variant`` pair; returns the variant to use (None for ir)."""
+def _release(module: str) -> stages.Release:
     if module not in MODULES:
         raise ConversionError(f"module must be one of {MODULES}, got {module!r}")
-    if module == "ir":
+    return stages.get(module).release
+
+
+def _sized(module: str) -> bool:
+    """Whether ``module``'s release comes in the transcriber variants (narrow / wide)."""
+    return _release(module).sized
+
+
+def check_module_and_variant(module: str, variant: str | None) -> str | None:
+    """Validates the ``--module``/``--variant`` pair; returns the variant to use (None for ir)."""
+    if not _sized(module):
         if variant is not None:
-            raise ConversionError(f"--variant applies to transcription and joint only (the recognizer has one "
-                                  f"size), got variant {variant!r} for module 'ir'")
+            sized = " and ".join(m for m in MODULES if _sized(m))
+            raise ConversionError(f"--variant applies to {sized} only (the {module} model has one "
+                                  f"size), got variant {variant!r} for module {module!r}")
         return None
     variant = DEFAULT_VARIANT if variant is None else variant
     if variant not in VARIANTS:
@@ -65,20 +77,18 @@ def check_module_and_variant(module: str, variant: str | None) -> str | None:
 def parts(module: str, variant: str | None = None) -> tuple[Part, ...]:
     """The reference modules a ``module`` checkpoint holds, with their prefixes."""
     variant = check_module_and_variant(module, variant)
-    if module == "ir":
-        return (Part("network.", mapping.IR_MODULE, None),)
-    transcription = mapping.TRANSCRIPTION_MODULES[variant]
-    if module == "transcription":
-        return (Part("network.", transcription, None),)
-    return (Part("transcription_model.network.", transcription, "transcriber"),
-            Part("separation_model.network.", mapping.SEPARATION_MODULE, "separator"))
+    reference_module = {"recognizer": lambda: mapping.IR_MODULE,
+                        "transcriber": lambda: mapping.TRANSCRIPTION_MODULES[variant],
+                        "separator": lambda: mapping.SEPARATION_MODULE}
+    return tuple(Part(prefix, reference_module[kind](), attribute)
+                 for prefix, kind, attribute in _release(module).parts)
 
 
 def build_config(module: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """The full-size config of the stage whose model a ``module`` checkpoint fills."""
     variant = check_module_and_variant(module, variant)
-    name, arg = {"transcription": ("transcription", f"variant={variant}"), "ir": ("ir", None),
-                 "joint": ("joint_scratch", f"variant={variant}")}[module]
+    name = _release(module).config
+    arg = None if variant is None else f"variant={variant}"
     try:
         stage_config = importlib.import_module(f"configs.{name}")
     except ImportError as e:
@@ -95,7 +105,7 @@ def expected_keys(module: str, variant: str | None) -> dict[str, tuple[int, ...]
 
 def _candidates():
     for module in MODULES:
-        for variant in ((None,) if module == "ir" else VARIANTS):
+        for variant in (VARIANTS if _sized(module) else (None,)):
             yield module, variant
 
 

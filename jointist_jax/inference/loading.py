@@ -12,7 +12,20 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, of the wrong stage, or does not match its config."""
 
 
-TRANSCRIBING_STAGES = ("transcription", "joint")
+def _stage(config):
+    """The registered stage of a run's config, or None for a name the registry does not know."""
+    from jointist_jax.train import stages
+
+    try:
+        return stages.get(config.get("stage"))
+    except ValueError:
+        return None
+
+
+def _stages_that(ability: str) -> list[str]:
+    from jointist_jax.train import stages
+
+    return [stage.name for stage in stages.all_stages() if getattr(stage, ability)]
 
 
 def read_run_config(path: str | os.PathLike, *, role: str):
@@ -52,6 +65,7 @@ def shape_differences(path: str | os.PathLike, config, limit: int = 5) -> list[s
     from flax import nnx
 
     from jointist_jax.train import model_factory
+    from jointist_jax.train.steps import TrainState
 
     run, step = run_dir.locate(path)
     metadata = ocp.StandardCheckpointer().metadata(run.step_dir(step) / "default")
@@ -60,9 +74,8 @@ def shape_differences(path: str | os.PathLike, config, limit: int = 5) -> list[s
              if _key(p).split(".")[0] in ("params", "batch_stats")}
 
     def arrays():
-        model = model_factory.build_model(config, nnx.Rngs(0))
-        _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-        return dict(params=params, batch_stats=batch_stats)
+        state = TrainState.create(model_factory.build_model(config, nnx.Rngs(0)))
+        return dict(params=state.params, batch_stats=state.batch_stats)
 
     expected = {_key(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(jax.eval_shape(arrays))}
     lines = [f"{name}: checkpoint {saved[name]} vs config {shape}" for name, shape in expected.items()
@@ -89,19 +102,22 @@ def _key(path) -> str:
 
 
 def check_transcriber_run(path: str | os.PathLike, *, separate: bool):
-    """The config of a ``transcription`` or ``joint`` run that can do what was asked (weights not read)."""
+    """The config of a run whose stage transcribes (``transcription``, ``joint``; ``Stage.transcribes``
+    in :mod:`jointist_jax.train.stages`) and can do what was asked (weights not read)."""
     config = read_run_config(path, role="--checkpoint")
-    stage = config.get("stage")
-    if stage == "ir":
-        raise CheckpointError(f"--checkpoint {str(path)!r} is an instrument-recognition (ir) run; it cannot "
-                              "transcribe. Pass it as --ir_checkpoint and give a transcription or joint run "
-                              "as --checkpoint")
-    if stage not in TRANSCRIBING_STAGES:
-        raise CheckpointError(f"--checkpoint {str(path)!r} is a {stage!r} run; expected one of "
-                              f"{', '.join(TRANSCRIBING_STAGES)}")
-    if separate and stage != "joint":
-        raise CheckpointError(f"--separate needs a joint (transcriber + separator) run, but --checkpoint "
-                              f"{str(path)!r} is a {stage!r} run with no separator")
+    stage = _stage(config)
+    name = config.get("stage")
+    transcribing = _stages_that("transcribes")
+    if stage is not None and stage.recognizes and not stage.transcribes:
+        raise CheckpointError(f"--checkpoint {str(path)!r} is an instrument-recognition ({name}) run; it cannot "
+                              f"transcribe. Pass it as --ir_checkpoint and give a "
+                              f"{' or '.join(transcribing)} run as --checkpoint")
+    if stage is None or not stage.transcribes:
+        raise CheckpointError(f"--checkpoint {str(path)!r} is a {name!r} run; expected one of "
+                              f"{', '.join(transcribing)}")
+    if separate and not stage.separates:
+        raise CheckpointError(f"--separate needs a {' or '.join(_stages_that('separates'))} (transcriber + "
+                              f"separator) run, but --checkpoint {str(path)!r} is a {name!r} run with no separator")
     return config
 
 
@@ -112,11 +128,12 @@ def load_transcriber_run(path: str | os.PathLike, *, separate: bool):
 
 
 def check_recognizer_run(path: str | os.PathLike):
-    """The config of an ``ir`` run (weights not read)."""
+    """The config of a run whose stage recognizes instruments (``ir``; weights not read)."""
     config = read_run_config(path, role="--ir_checkpoint")
-    if config.get("stage") != "ir":
-        raise CheckpointError(f"--ir_checkpoint {str(path)!r} is a {config.get('stage')!r} run; expected an ir "
-                              "(instrument recognition) run")
+    stage = _stage(config)
+    if stage is None or not stage.recognizes:
+        raise CheckpointError(f"--ir_checkpoint {str(path)!r} is a {config.get('stage')!r} run; expected an "
+                              f"{' or '.join(_stages_that('recognizes'))} (instrument recognition) run")
     return config
 
 

@@ -54,19 +54,17 @@ def restore_from_path(path: str | os.PathLike, target: dict) -> tuple[dict, int]
 
 
 def _abstract_items(config: ml_collections.ConfigDict):
-    """(graphdef, abstract checkpoint items) of a run's model and optimiser, without allocating."""
+    """The abstract checkpoint items of a run's model and optimiser, without allocating."""
     from flax import nnx
 
     from jointist_jax.train import model_factory
     from jointist_jax.train.optimizer import make_optimizer
+    from jointist_jax.train.steps import TrainState
 
     tx, _ = make_optimizer(config.optimizer)
 
     def items():
-        model = model_factory.build_model(config, nnx.Rngs(0))
-        _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-        return dict(step=jax.numpy.zeros((), jax.numpy.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params))
+        return TrainState.create(model_factory.build_model(config, nnx.Rngs(0)), tx).checkpoint_items()
 
     return jax.eval_shape(items)
 
@@ -99,14 +97,11 @@ def save_model(workdir, config: ml_collections.ConfigDict, model, *, step: int =
     """Writes ``model`` as a checkpoint that :func:`load_model`, ``init_from`` and resume accept:
     ``workdir/config.json`` and ``workdir/checkpoints/<step>`` with a fresh optimiser state.
     Used to import weights trained elsewhere (launch/convert_torch_checkpoint.py)."""
-    from flax import nnx
-
     from jointist_jax.train.optimizer import make_optimizer
+    from jointist_jax.train.steps import TrainState
 
     tx, _ = make_optimizer(config.optimizer)
-    _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    items = dict(step=jax.numpy.asarray(step, jax.numpy.int32), params=params, batch_stats=batch_stats,
-                 opt_state=tx.init(params))
+    items = TrainState.create(model, tx, step=step).checkpoint_items()
     run = run_dir.RunDir.at(workdir)
     run.write_config(config)
     mngr = manager(run, keep=1, asynchronous=False)

@@ -1,4 +1,5 @@
-"""Builds the module a training stage trains, from ``config.model`` (configs/defaults.py)."""
+"""Builds modules from ``config.model`` sections (configs/defaults.py), and the module a training
+stage trains (the stage registry, :mod:`jointist_jax.train.stages`, says which)."""
 
 from __future__ import annotations
 
@@ -9,43 +10,47 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jointist_jax.models.jointist import Jointist
 from jointist_jax.models.recognizer import Recognizer
 from jointist_jax.models.separator import Separator
 from jointist_jax.models.transcriber import Transcriber
 
-STAGES = ("ir", "transcription", "separation", "joint")
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str):
     """The jnp dtype for ``config.model.dtype``."""
-    if name not in _DTYPES:
-        raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {name!r}")
-    return _DTYPES[name]
+    if name not in DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
-def _kwargs(section: ml_collections.ConfigDict) -> dict:
+def section_kwargs(section: ml_collections.ConfigDict) -> dict:
+    """Constructor arguments from a ``config.model`` section (lists become tuples)."""
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.to_dict().items()}
 
 
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-    """The stage's module: Recognizer, Transcriber, standalone Separator, or Jointist (T + S)."""
-    stage = config.stage
-    common = dict(dtype=compute_dtype(config.model.dtype), remat=config.model.remat, rngs=rngs)
-    if stage == "ir":
-        return Recognizer(**_kwargs(config.model.recognizer), **common)
-    if stage == "transcription":
-        return Transcriber(**_kwargs(config.model.transcriber), **common)
-    if stage == "separation":
-        return Separator(**_kwargs(config.model.separator), **common)
-    if stage == "joint":
-        return Jointist(recognizer=None,
-                        transcriber=Transcriber(**_kwargs(config.model.transcriber), **common),
-                        separator=Separator(**_kwargs(config.model.separator), **common),
-                        straight_through=config.get("straight_through", False))
-    raise ValueError(f"config.stage must be one of {STAGES}, got {stage!r}")
+def recognizer(section: ml_collections.ConfigDict, **kwargs) -> Recognizer:
+    """A Recognizer from a ``config.model.recognizer`` section (``defaults.recognizer_config``);
+    ``kwargs``: ``rngs`` and optionally ``dtype``, ``remat``."""
+    return Recognizer(**section_kwargs(section), **kwargs)
+
+
+def transcriber(section: ml_collections.ConfigDict, **kwargs) -> Transcriber:
+    """A Transcriber from a ``config.model.transcriber`` section (``defaults.transcriber_config``)."""
+    return Transcriber(**section_kwargs(section), **kwargs)
+
+
+def separator(section: ml_collections.ConfigDict, **kwargs) -> Separator:
+    """A Separator from a ``config.model.separator`` section (``defaults.separator_config``)."""
+    return Separator(**section_kwargs(section), **kwargs)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, stage=None) -> nnx.Module:
+    """The module ``config.stage`` trains (its :class:`jointist_jax.train.stages.Stage`'s ``build``);
+    ``stage`` (a name or Stage) overrides ``config.stage``."""
+    from jointist_jax.train import stages
+
+    return stages.resolve(config.stage if stage is None else stage).build(config, rngs)
 
 
 def empty_module(build: Callable[[], nnx.Module]) -> nnx.Module:

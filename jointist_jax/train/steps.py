@@ -2,9 +2,9 @@
 
 The model lives in the step as an NNX graph definition (static, captured by the closure) plus
 the state arrays carried in :class:`TrainState`; the step merges them, runs the stage's forward
-pass and losses, and splits the updated BatchNorm statistics back out. Per-step randomness
-(dropout) is ``fold_in(base_key, step)``, so a resumed run draws the same numbers without
-storing keys. Losses are float32 whatever the compute dtype.
+pass and losses (its :class:`~jointist_jax.train.stages.Stage`'s ``losses``), and splits the
+updated BatchNorm statistics back out. Per-step randomness (dropout) is
+``fold_in(base_key, step)``, so a resumed run draws the same numbers without storing keys. Losses are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jointist_jax import audio
-from jointist_jax.models import losses
+from jointist_jax.train import stages
 
-Batch = dict[str, jax.Array]
-Metrics = dict[str, jax.Array]
+Batch = stages.Batch
+Metrics = stages.Metrics
 
 
 @flax.struct.dataclass
@@ -33,6 +32,21 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rest: Any
+
+    @classmethod
+    def create(cls, model: nnx.Module, tx: optax.GradientTransformation | None = None, *,
+               step: int | jax.Array = 0) -> "TrainState":
+        """The state of ``model`` at ``step``: its parameters, BatchNorm statistics and other state
+        (``rest``), and ``tx``'s fresh optimiser state (None without ``tx``). Works under
+        ``jax.eval_shape`` and ``jax.jit``."""
+        _, params, batch_stats, rest = split_model(model)
+        return cls(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
+                   opt_state=None if tx is None else tx.init(params), rest=rest)
+
+    @classmethod
+    def from_checkpoint_items(cls, items: dict, rest: Any) -> "TrainState":
+        """The state from restored :meth:`checkpoint_items` and the module's ``rest``."""
+        return cls(rest=rest, **items)
 
     def checkpoint_items(self) -> dict:
         """What a checkpoint stores; ``rest`` is re-created from the seed on restore."""
@@ -58,45 +72,19 @@ def _weighted_clip_masks(batch: Batch) -> Batch:
     return batch
 
 
-def _recognizer_loss(logits: jax.Array, batch: Batch) -> jax.Array:
-    if "valid" not in batch:
-        return losses.recognizer_loss(logits, batch["instruments"])
-    per_clip = jax.vmap(lambda l, y: losses.recognizer_loss(l[None], y[None]))(logits, batch["instruments"])
-    valid = batch["valid"].astype(jnp.float32)
-    return jnp.sum(per_clip * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-
-
-def stage_losses(model: nnx.Module, batch: Batch, stage: str,
+def stage_losses(model: nnx.Module, batch: Batch, stage: str | stages.Stage,
                  rngs: nnx.Rngs | None) -> tuple[jax.Array, Metrics]:
-    """(total loss, per-module losses) of ``stage`` on one batch of the input pipeline.
-
-    ir: BCE over 39 classes. transcription: L_T. separation: L_MSS. joint: L_T + L_MSS, with the
-    separation loss back-propagating into the transcriber (no stop-gradient; docs/reference.md §3.4).
-    """
-    batch = _weighted_clip_masks(batch)
-    if stage == "ir":
-        loss = _recognizer_loss(model(audio.log_mel(batch["waveform"]), rngs=rngs), batch)
-        return loss, {"ir_loss": loss}
-    if stage == "transcription":
-        outputs = model(audio.log_mel(batch["waveform"]), batch["conditions"], rngs=rngs)
-        loss, aux = losses.transcription_loss(outputs, batch)
-        return loss, {"transcription_loss": loss, **aux}
-    if stage == "separation":
-        outputs = model(batch["waveform"], batch["conditions"], None, rngs=rngs)
-        loss = losses.separation_loss(outputs["waveform"], batch["source"], batch["source_valid"])
-        return loss, {"separation_loss": loss}
-    if stage == "joint":
-        outputs = model.transcribe_and_separate(batch["waveform"], batch["conditions"], rngs=rngs)
-        l_t, aux = losses.transcription_loss(outputs, batch)
-        l_s = losses.separation_loss(outputs["waveform"], batch["source"], batch["source_valid"])
-        return l_t + l_s, {"transcription_loss": l_t, "separation_loss": l_s, **aux}
-    raise ValueError(f"unknown stage {stage!r}")
+    """(total loss, per-module losses) of ``stage`` (a registered name or a
+    :class:`~jointist_jax.train.stages.Stage`) on one batch of the input pipeline; an eval batch's
+    padding clips are masked out first."""
+    return stages.resolve(stage).losses(model, _weighted_clip_masks(batch), rngs)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, stage: str,
+                    schedule: optax.Schedule, stage: str | stages.Stage,
                     base_key: jax.Array) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """The pure training step of ``stage`` for a train-mode ``graphdef``."""
+    """The pure training step of ``stage`` (name or Stage) for a train-mode ``graphdef``."""
+    stage = stages.resolve(stage)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         dropout_key = jax.random.fold_in(base_key, state.step)
@@ -124,8 +112,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, stage: str) -> Callable[[TrainState, Batch], Metrics]:
+def make_eval_step(graphdef: nnx.GraphDef, stage: str | stages.Stage) -> Callable[[TrainState, Batch], Metrics]:
     """The pure validation step for an eval-mode ``graphdef``: losses with running statistics."""
+    stage = stages.resolve(stage)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         model = nnx.merge(graphdef, state.params, state.batch_stats, state.rest, copy=True)

@@ -3,7 +3,8 @@
 Where a run starts, in this order:
   1. the latest checkpoint in ``workdir`` (automatic resume, into the current mesh's shardings);
   2. ``config.init_from`` (a workdir or checkpoint): parameters and BatchNorm statistics of the
-     same stage, or a ``transcription`` run's transcriber for the ``joint`` stage;
+     same stage, or of a submodule from a stage the registry's ``Stage.init_from`` names (a
+     ``transcription`` run's transcriber for the ``joint`` stage);
   3. a fresh initialisation from ``config.seed``.
 
 Resume is exact: the batch at step n and the step's dropout key depend only on (seed, n), so a
@@ -24,7 +25,6 @@ import signal
 import threading
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 
 from jointist_jax import run_dir, storage
 from jointist_jax.data import pipeline
-from jointist_jax.train import checkpoints, distributed, model_factory, summaries
+from jointist_jax.train import checkpoints, distributed, model_factory, stages, summaries
 from jointist_jax.train.optimizer import make_optimizer
 from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step, split_model
 
@@ -77,13 +77,7 @@ class PreemptionSignal:
 
 def _data_options(config: ml_collections.ConfigDict) -> dict:
     """Input-pipeline arguments of the stage: which targets it needs."""
-    stage = config.stage
-    return dict(global_batch=config.data.global_batch, num_positive=config.data.num_positive,
-                num_negative=config.data.num_negative, temperature=config.data.temperature,
-                transcribe_negatives=config.data.transcribe_negatives, clip_seconds=config.data.clip_seconds,
-                crop_sampling=config.data.crop_sampling,
-                targets=stage in ("transcription", "joint"), stems=stage in ("separation", "joint"),
-                seed=config.seed)
+    return stages.get(config.stage).data_options(config)
 
 
 def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
@@ -99,21 +93,25 @@ def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
 
 
 class Run:
-    """The pieces of one run: model definition, step functions, shardings, state."""
+    """The pieces of one run: model definition, step functions, shardings, state.
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh):
+    ``stage`` (a :class:`~jointist_jax.train.stages.Stage`, default: the registered ``config.stage``)
+    says what is built and trained; the train-step benchmark passes an unregistered one.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh, stage: stages.Stage | None = None):
         self.config = config
         self.mesh = mesh
+        self.stage = stages.get(config.stage) if stage is None else stage
         self.tx, self.schedule = make_optimizer(config.optimizer)
 
         def init_state() -> TrainState:
-            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed),
+                                              stage=self.stage)
             model.train()
-            _, params, batch_stats, rest = split_model(model)
-            return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                              opt_state=self.tx.init(params), rest=rest)
+            return TrainState.create(model, self.tx)
 
-        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0)))
+        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0), stage=self.stage))
         abstract_model.train()
         self.train_graphdef = split_model(abstract_model)[0]
         abstract_model.eval()
@@ -125,10 +123,10 @@ class Run:
         self.init_state = jax.jit(init_state, out_shardings=self.state_sharding)
         base_key = jax.random.key(config.seed)
         self.train_step = jax.jit(
-            make_train_step(self.train_graphdef, self.tx, self.schedule, config.stage, base_key),
+            make_train_step(self.train_graphdef, self.tx, self.schedule, self.stage, base_key),
             in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)),
             out_shardings=(self.state_sharding, None), donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(self.eval_graphdef, config.stage),
+        self.eval_step = jax.jit(make_eval_step(self.eval_graphdef, self.stage),
                                  in_shardings=(self.state_sharding, distributed.batch_sharding(mesh)))
 
     def checkpoint_target(self) -> dict:
@@ -137,32 +135,33 @@ class Run:
         return checkpoints.with_shardings(items, shardings)
 
     def state_from_items(self, items: dict, rest) -> TrainState:
-        return TrainState(rest=rest, **items)
+        return TrainState.from_checkpoint_items(items, rest)
 
 
 def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
+    stage = run.stage
+    sources = [name for name, _ in stage.init_from]
     source_run, _ = run_dir.locate(init_from)
     try:
         source_config = source_run.read_config()
     except run_dir.RunNotFoundError:
         source_config = ml_collections.ConfigDict(run.config.to_dict())
-        if run.config.stage == "joint":
-            source_config.stage = "transcription"
+        if sources:
+            source_config.stage = sources[0]
     source_config.shard_params = False
-    if run.config.stage == "joint" and source_config.stage == "transcription":
-        # The joint model's transcriber must have the source's widths.
-        source_config.model.transcriber = run.config.model.transcriber
+    subtree = stage.init_from_subtree(source_config.stage)
+    if subtree is not None:
+        # The submodule must have the source's widths (its config.model section has its name).
+        source_config.model[subtree] = run.config.model[subtree]
         source_config.model.dtype = run.config.model.dtype
         source_config.model.remat = run.config.model.remat
-        subtree = "transcriber"
     elif source_config.stage == run.config.stage:
         source_config = run.config
-        subtree = None
     else:
         raise ValueError(f"config.init_from={init_from!r} is a {source_config.stage!r} run; a "
                          f"{run.config.stage!r} run can start from the same stage"
-                         + (" or a 'transcription' run" if run.config.stage == "joint" else ""))
+                         + "".join(f" or a {name!r} run" for name in sources))
     source = Run(source_config, run.mesh)
     items, step = checkpoints.restore_from_path(init_from, source.checkpoint_target())
     log.info("initialised from %s (step %d, stage %s)", init_from, step, source_config.stage)
@@ -218,8 +217,7 @@ def parameter_checksum(state: TrainState) -> float:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config.stage`` in ``workdir`` to ``config.total_steps``; returns the final state."""
-    if config.stage not in model_factory.STAGES:
-        raise ValueError(f"config.stage must be one of {model_factory.STAGES}, got {config.stage!r}")
+    stages.get(config.stage)  # an unknown stage is an error before anything is written
     if config.get("require_init_from", False) and not config.init_from:
         raise ValueError(f"this config trains from a pretrained transcriber: set --config.init_from "
                          f"(a transcription workdir or checkpoint)")

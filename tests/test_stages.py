@@ -1,0 +1,172 @@
+"""The stage registry (jointist_jax/train/stages.py) and ``TrainState.create``.
+
+A toy stage registered from here is built, initialised and stepped by the trainer's own ``Run``,
+as docs/adding_a_stage.md describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import ir as ir_config
+from jointist_jax.inference import loading
+from jointist_jax.train import distributed, model_factory, stages, trainer
+from jointist_jax.train.optimizer import make_optimizer
+from jointist_jax.train.steps import TrainState, stage_losses
+
+
+# ------------------------------------------------------------------------------ the registered stages
+def test_the_four_stages_are_registered_with_their_data_and_abilities():
+    assert stages.names()[:4] == ("ir", "transcription", "separation", "joint")
+    table = {s.name: (s.targets, s.stems, s.transcribes, s.separates, s.recognizes) for s in stages.all_stages()}
+    assert table["ir"] == (False, False, False, False, True)
+    assert table["transcription"] == (True, False, True, False, False)
+    assert table["separation"] == (False, True, False, False, False)
+    assert table["joint"] == (True, True, True, True, False)
+    assert stages.get("joint").init_from_subtree("transcription") == "transcriber"
+    assert stages.get("joint").init_from_subtree("ir") is None
+    assert stages.get("transcription").init_from == ()
+
+
+def test_data_options_and_example_spec_follow_the_stage():
+    config = ir_config.get_config("runlocal")
+    config.data.global_batch, config.data.num_positive, config.data.clip_seconds = 4, 2, 1.5
+    options = stages.get("joint").data_options(config)
+    assert options == dict(global_batch=4, num_positive=2, num_negative=config.data.num_negative,
+                           temperature=config.data.temperature, transcribe_negatives=config.data.transcribe_negatives,
+                           clip_seconds=1.5, targets=True, stems=True, seed=config.seed)
+    assert stages.get("ir").data_options(config)["targets"] is False
+    spec = stages.get("transcription").example_spec(config)
+    assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 2, True, False)
+    names = [name for name, _, _ in spec.fields()]
+    assert "frame_roll" in names and "source" not in names and "valid" not in names
+    assert "valid" in [n for n, _, _ in stages.get("separation").example_spec(config, evaluation=True).fields()]
+
+
+def test_unknown_stage_names_are_rejected_with_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown stage 'nope'; config.stage must be one of \('ir', "):
+        stages.get("nope")
+    config = ir_config.get_config("runlocal")
+    config.stage = "nope"
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        model_factory.build_model(config, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        stage_losses(None, {}, "nope", None)
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        stages.unregister("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        stages.register(stages.get("ir"))
+    with pytest.raises(TypeError, match="expects a Stage"):
+        stages.register("ir")
+
+
+def test_unknown_stage_stops_training_before_anything_is_written(tmp_path):
+    config = ir_config.get_config("runlocal")
+    config.stage = "nope"
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ a toy extra stage
+class _Loudness(nnx.Module):
+    """Per-quarter log energies of the waveform -> BatchNorm -> 40 logits."""
+
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+        self.linear = nnx.Linear(4, 40, rngs=rngs)
+
+    def __call__(self, waveform):
+        quarters = waveform.reshape(waveform.shape[0], 4, -1)
+        return self.linear(self.norm(jnp.log(jnp.mean(quarters ** 2, axis=-1) + 1e-6)))
+
+
+def _toy_losses(model, batch, rngs):
+    loss = jnp.mean(optax.sigmoid_binary_cross_entropy(model(batch["waveform"]), batch["instruments"]))
+    return loss, {"toy_loss": loss}
+
+
+@pytest.fixture
+def toy_stage():
+    stage = stages.register(stages.Stage(name="toy", build=lambda config, rngs: _Loudness(rngs=rngs),
+                                         losses=_toy_losses, recognizes=True))
+    yield stage
+    stages.unregister("toy")
+    assert "toy" not in stages.names()
+
+
+def _toy_batch(spec, clips: int) -> dict:
+    rng = np.random.default_rng(0)
+    fields = {name: shape for name, _, shape in spec.fields()}
+    assert set(fields) == {"waveform", "instruments"}  # no rows: recognizer-style batches
+    return {"waveform": rng.uniform(-0.5, 0.5, (clips,) + fields["waveform"]).astype(np.float32),
+            "instruments": (rng.random((clips,) + fields["instruments"]) < 0.3).astype(np.float32)}
+
+
+def test_a_registered_toy_stage_builds_steps_and_learns_through_the_trainer(toy_stage):
+    config = ir_config.get_config("runlocal")
+    config.stage = "toy"
+    config.data.global_batch, config.data.clip_seconds = 4, 0.25
+    config.optimizer.lr, config.optimizer.warmup_steps = 0.05, 1
+    assert stages.get("toy") is toy_stage
+    assert isinstance(model_factory.build_model(config, nnx.Rngs(0)), _Loudness)
+    assert "toy" in loading._stages_that("recognizes")
+
+    mesh = distributed.data_mesh(jax.devices()[:1])
+    run = trainer.Run(config, mesh)
+    assert run.stage is toy_stage
+    state = run.init_state()
+    assert int(state.step) == 0 and set(state.params) == {"norm", "linear"}
+    batch = jax.device_put(_toy_batch(toy_stage.example_spec(config), 4), distributed.batch_sharding(mesh))
+    first = jax.device_get(run.eval_step(state, batch))
+    assert first["weight"] == 4.0 and first["loss"] == pytest.approx(first["toy_loss"])
+    initial_kernel = np.asarray(state.params["linear"]["kernel"][...])
+    losses = []
+    for _ in range(30):
+        state, metrics = run.train_step(state, batch)
+        losses.append(float(metrics["toy_loss"]))
+    assert int(state.step) == 30 and np.all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0]  # it fits the one batch
+    assert not np.allclose(np.asarray(state.params["linear"]["kernel"][...]), initial_kernel)
+    # BatchNorm statistics moved in train mode.
+    assert not np.allclose(np.asarray(state.batch_stats["norm"]["mean"][...]), 0.0)
+    # Evaluation reads the new parameters (with running statistics, so not the train loss).
+    after = float(jax.device_get(run.eval_step(state, batch))["toy_loss"])
+    assert np.isfinite(after) and after != pytest.approx(float(first["toy_loss"]))
+
+
+def test_an_unregistered_stage_object_drives_a_run_too():
+    """The train-step benchmark's GT-roll separator is a Stage that no config names."""
+    stage = dataclasses.replace(stages.IR, name="ir_unregistered")
+    assert "ir_unregistered" not in stages.names()
+    config = ir_config.get_config("runlocal")
+    config.data.global_batch, config.data.clip_seconds = 1, 1.0
+    run = trainer.Run(config, distributed.data_mesh(jax.devices()[:1]), stage=stage)
+    assert run.stage is stage
+    assert jax.tree.structure(run.abstract_state.params) == jax.tree.structure(
+        trainer.Run(config, distributed.data_mesh(jax.devices()[:1])).abstract_state.params)
+
+
+# ------------------------------------------------------------------------------ TrainState.create
+def test_train_state_create_holds_the_model_state_and_a_fresh_optimiser():
+    config = ir_config.get_config("runlocal")
+    model = model_factory.build_model(config, nnx.Rngs(0))
+    tx, _ = make_optimizer(config.optimizer)
+    state = TrainState.create(model, tx, step=7)
+    assert state.step.dtype == jnp.int32 and int(state.step) == 7
+    params = nnx.state(model, nnx.Param)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), state.params, params))
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(tx.init(params))
+    assert set(state.checkpoint_items()) == {"step", "params", "batch_stats", "opt_state"}
+    assert TrainState.create(model).opt_state is None
+    restored = TrainState.from_checkpoint_items(state.checkpoint_items(), state.rest)
+    assert int(restored.step) == 7 and restored.params is state.params
+    abstract = jax.eval_shape(lambda: TrainState.create(model_factory.build_model(config, nnx.Rngs(0)), tx))
+    assert abstract.step.shape == () and jax.tree.structure(abstract.params) == jax.tree.structure(state.params)
