@@ -126,8 +126,9 @@ TAIL_SECONDS = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
-class Note:
-    """One note: times in seconds, sounding MIDI pitch, MIDI velocity 1-127."""
+class ComposedNote:
+    """One note as the composer writes it (before MIDI and rendering): times in seconds, sounding
+    MIDI pitch, MIDI velocity 1-127. The package's own notes are :class:`jointist_jax.music.Notes`."""
 
     start: float
     end: float
@@ -141,7 +142,7 @@ class Part:
 
     program: int
     role: str
-    notes: tuple[Note, ...]
+    notes: tuple[ComposedNote, ...]
 
     @property
     def is_drum(self) -> bool:
@@ -546,8 +547,8 @@ def _stabs(rng, song, window, density, velocity, program):
     return notes
 
 
-def _finalise(raw, seconds: float) -> tuple[Note, ...]:
-    """Cleans a part's raw ``(start, end, pitch, velocity)`` notes into sorted :class:`Note` s.
+def _finalise(raw, seconds: float) -> tuple[ComposedNote, ...]:
+    """Cleans a part's raw ``(start, end, pitch, velocity)`` notes into sorted :class:`ComposedNote` s.
 
     Times are rounded to the microsecond and cut at the song end; notes too short or starting
     too close to the end to be heard are dropped. Two notes of the same pitch must not overlap:
@@ -571,5 +572,5 @@ def _finalise(raw, seconds: float) -> tuple[Note, ...]:
             if later:
                 end = min(end, later[0])
             if end - start >= MIN_NOTE_SECONDS:
-                out.append(Note(start, end, pitch, velocity))
+                out.append(ComposedNote(start, end, pitch, velocity))
     return tuple(sorted(out, key=lambda n: (n.start, n.pitch)))

@@ -22,7 +22,7 @@ import numpy as np
 
 from data_pipelines.synth.errors import SynthError
 
-SAMPLE_RATE = 44100
+RENDER_SAMPLE_RATE = 44100
 SYSTEM_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 # FluidSynth's master gain; the track is normalised afterwards, so this only needs to keep the
 # float render in a sensible range.
@@ -51,7 +51,7 @@ class Renderer:
         Raises:
           SynthError: if FluidSynth fails, with its error output.
         """
-        command = [self.binary, "-ni", "-q", "-g", str(RENDER_GAIN), "-r", str(SAMPLE_RATE),
+        command = [self.binary, "-ni", "-q", "-g", str(RENDER_GAIN), "-r", str(RENDER_SAMPLE_RATE),
                    "-o", "synth.chorus.active=0", "-o", "synth.cpu-cores=1",
                    "-T", "raw", "-O", "float", "-E", "little", "-F", str(out_raw),
                    str(self.soundfont), str(midi_path)]

@@ -15,7 +15,7 @@ import soundfile as sf
 from data_pipelines.synth import compose, layout
 from data_pipelines.synth import midi as midi_lib
 from data_pipelines.synth.errors import SynthError
-from data_pipelines.synth.fluidsynth import SAMPLE_RATE, Renderer
+from data_pipelines.synth.fluidsynth import RENDER_SAMPLE_RATE, Renderer
 
 # User MIDI files are rendered at full length plus this much, so the last notes can ring out.
 RELEASE_SECONDS = 1.0
@@ -91,7 +91,7 @@ def _write_track(job: TrackJob, folder: Path, renderer: Renderer) -> TrackResult
             # up) and a stop at the end of the track.
             render_path = Path(scratch) / f"{name}_sounding.mid"
             render_path.write_bytes(midi_lib.midi_bytes(
-                song, [midi_lib.sounding_instrument(stem, stop_at=num_samples / SAMPLE_RATE)]))
+                song, [midi_lib.sounding_instrument(stem, stop_at=num_samples / RENDER_SAMPLE_RATE)]))
             stems_audio.append(
                 renderer.render(render_path, Path(scratch) / f"{name}.raw", num_samples))
     all_src = midi_lib.midi_bytes(song, [midi_lib.written_instrument(s) for s in song.stems])
@@ -101,8 +101,8 @@ def _write_track(job: TrackJob, folder: Path, renderer: Renderer) -> TrackResult
     gain = layout.track_gain(stems_audio)
     stems_q, mix_q = layout.quantise_track(stems_audio, gain)
     for i, samples in enumerate(stems_q):
-        layout.write_flac(folder / "stems" / f"{layout.stem_name(i)}.flac", samples, SAMPLE_RATE)
-    layout.write_flac(folder / "mix.flac", mix_q, SAMPLE_RATE)
+        layout.write_flac(folder / "stems" / f"{layout.stem_name(i)}.flac", samples, RENDER_SAMPLE_RATE)
+    layout.write_flac(folder / "mix.flac", mix_q, RENDER_SAMPLE_RATE)
 
     layout.write_metadata(folder / "metadata.yaml", {
         "UUID": hashlib.md5(uuid_source or all_src).hexdigest(),
@@ -111,12 +111,12 @@ def _write_track(job: TrackJob, folder: Path, renderer: Renderer) -> TrackResult
         "normalized": True,
         "overall_gain": float(gain),
         "target_peak": layout.TARGET_PEAK_DBFS,
-        "sample_rate": SAMPLE_RATE,
+        "sample_rate": RENDER_SAMPLE_RATE,
         "stems": {layout.stem_name(i): layout.stem_metadata(s.program_num, renderer.plugin_name)
                   for i, s in enumerate(song.stems)},
         **extra_meta,
     })
-    return TrackResult(job.number, job.split, num_samples / SAMPLE_RATE, len(song.stems), False)
+    return TrackResult(job.number, job.split, num_samples / RENDER_SAMPLE_RATE, len(song.stems), False)
 
 
 def _song_of(job: TrackJob):
@@ -127,14 +127,14 @@ def _song_of(job: TrackJob):
         seconds = song.end_time + RELEASE_SECONDS
         # Like Slakh, whose UUID is the Lakh MIDI file's MD5, name the track by its source file.
         return (song, {"source_midi": str(path)}, path.read_bytes(),
-                math.ceil(seconds * SAMPLE_RATE))
+                math.ceil(seconds * RENDER_SAMPLE_RATE))
     if job.seconds is None:
         raise ValueError(f"{job}: a track needs either seconds or midi_path")
     composed = compose.compose_song(job.seed, job.number, job.seconds, job.max_stems)
     extra = {"composition": {"seed": job.seed, "tempo": composed.tempo,
                              "key": f"{composed.key} {composed.mode}",
                              "progression_degrees": [d + 1 for d in composed.progression]}}
-    return (midi_lib.song_to_midi(composed), extra, None, round(job.seconds * SAMPLE_RATE))
+    return (midi_lib.song_to_midi(composed), extra, None, round(job.seconds * RENDER_SAMPLE_RATE))
 
 
 def _existing(job: TrackJob, final: Path) -> TrackResult:

@@ -38,6 +38,7 @@ from jointist_jax.inference import loading
 from jointist_jax.inference import songs as songs_lib
 from jointist_jax.inference.predictor import Predictor
 from jointist_jax.music import SAMPLE_RATE
+from jointist_jax.train import stages
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def load_models(run_path: str | os.PathLike, ir_path: str | os.PathLike | None):
     model, config = loading.load_run(run_path, role="--workdir", config=config)
     _, step = run_dir.locate(run_path)
     recognizer = None
-    if config.stage == "ir":
+    if stages.get(config.stage).recognizes:
         if ir_path is not None:
             raise ValueError("--ir_checkpoint is for transcription, separation and joint runs; this run "
                              "is itself an ir run")
