@@ -61,7 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
     # "per_track": one crop of every track per epoch, as the reference (docs/reference.md §4.3);
     # "all_audio": every crop start equally likely, so long songs weigh more.
     config.data.crop_sampling = "per_track"
-    config.data.eval_batches = 4  # validation batches per evaluation (fixed windows); 0: no validation
+    # Validation batches per evaluation (one fixed window per track): -1 = the whole validation
+    # split, as the reference; 0 switches validation off. Each validation also saves a checkpoint
+    # that carries its loss; the lowest is kept beside the last few (`best`).
+    config.data.eval_batches = -1
 
     config.model = ml_collections.ConfigDict()
     config.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators

@@ -315,5 +315,7 @@ def test_eval_cli_errors_name_the_problem(runs, tmp_path):
     assert proc.returncode == 2 and "'joint' config" in proc.stderr and "'transcription' run" in proc.stderr
     proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}", "--checkpoint=99")
     assert proc.returncode == 2 and "--checkpoint 99" in proc.stderr and "[7]" in proc.stderr
+    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}", "--checkpoint=best")
+    assert proc.returncode == 2 and "--checkpoint best" in proc.stderr and "carries a validation loss" in proc.stderr
     proc = _eval_cli("--config=transcription:runlocal", f"--workdir={tmp_path}")
     assert proc.returncode == 2 and "neither a workdir" in proc.stderr

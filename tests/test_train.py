@@ -283,3 +283,42 @@ def test_sigterm_to_one_of_two_processes_makes_both_save_the_same_step(tiny_tfds
     steps = [int(lines[0].split("final step")[1].split()[0]) for lines in final]
     assert steps[0] == steps[1] < 200, outputs
     assert saved_steps(tmp_path) == [steps[0]]
+
+
+@pytest.mark.slow
+def test_each_validation_saves_and_the_best_is_kept_beside_the_last(tiny_tfds_dir, tmp_path, monkeypatch):
+    """The reference's save_top_k=1: a checkpoint with the lowest validation loss survives
+    keep_checkpoints=1, and run_dir finds it as ``best``."""
+    reported = {}
+    real_report = trainer._report_validation
+
+    def record(step, losses, writer):
+        reported[step] = losses["loss"]
+        real_report(step, losses, writer)
+
+    monkeypatch.setattr(trainer, "_report_validation", record)
+    config = tiny_config("transcription", tiny_tfds_dir, total_steps=4, eval_every=1, checkpoint_every=100,
+                         keep_checkpoints=1, **{"data.eval_batches": -1})
+    # Step 1 runs at lr 0 (the warm-up starts at 0); then Adam steps of 1.0 throw the model far
+    # off, so the validation loss rises and the best checkpoint is an early one, not the last.
+    config.optimizer.lr, config.optimizer.warmup_steps = 1.0, 1
+    trainer.train_and_evaluate(config, str(tmp_path))
+    validated = {step: loss for step, loss in reported.items() if step > 0}
+    assert sorted(validated) == [1, 2, 3, 4]
+    best = min(validated, key=validated.get)
+    run = run_dir.RunDir.at(tmp_path)
+    assert best < 4 and run.best_step() == best and run.saved_steps() == [best, 4]
+    assert run.resolve_step("best") == best
+
+
+def test_validation_on_the_whole_split(tiny_tfds_dir):
+    """eval_batches=-1 reads every validation batch (2 tracks, one clip per batch here)."""
+    config = tiny_config("transcription", tiny_tfds_dir)
+    config.data.global_batch = 1
+    run = trainer.Run(config, distributed.data_mesh(jax.devices()[:1]))
+    state = run.init_state()
+    losses = {}
+    for batches in (-1, 1, 2):
+        config.data.eval_batches = batches
+        losses[batches] = trainer._evaluate(run, state, config, tiny_tfds_dir)["loss"]
+    assert losses[-1] == losses[2] != losses[1]

@@ -1,7 +1,7 @@
 r"""``jointist-eval`` (also ``python launch/eval.py``): evaluates a run on whole songs.
 
   jointist-eval --config=joint_pretrained --workdir=gs://BUCKET/jointist/joint \
-      --config.data.data_dir=gs://BUCKET/tfds [--checkpoint 100000] [--split test] \
+      --config.data.data_dir=gs://BUCKET/tfds [--checkpoint 100000|latest|best] [--split test] \
       [--ir_checkpoint gs://BUCKET/jointist/ir]
 
 ``--config`` is the stage config the run was trained with (it says where the dataset is; any
@@ -12,8 +12,9 @@ Every metric of the paper and MT3's note F1 go to TensorBoard (``WORKDIR/tensorb
 with per-instrument bar charts, piano rolls and separated stems of ``--media_songs`` songs, and to
 ``OUT/SPLIT/STEP/metrics.json`` (OUT defaults to ``WORKDIR/eval``).
 
-``--watch`` follows a training workdir and evaluates every new checkpoint once, until the run's
-last step has been evaluated or no checkpoint has appeared for ``--watch_timeout`` seconds.
+``--watch`` follows a training workdir and evaluates every new checkpoint once (with
+``--checkpoint best``: every checkpoint that becomes the best one), until the run's last step has
+been saved and evaluated or no checkpoint has appeared for ``--watch_timeout`` seconds.
 
 Set-up errors (a config of another stage, a missing checkpoint, an unusable run) exit with status
 2 and a message naming the problem. The flags are absl flags defined when this module is imported:
@@ -34,7 +35,9 @@ from configs import resolve_config_argument
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Step to evaluate (default: the latest).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Step to evaluate: a step number, 'latest' (the default) or 'best' (the lowest "
+    "validation loss). With --watch: 'best' evaluates each checkpoint that becomes the best one.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split of whole songs.")
 _IR_CHECKPOINT = flags.DEFINE_string("ir_checkpoint", None,
                                      "An ir run: adds the end-to-end setting (recognizer-predicted instruments).")
@@ -106,21 +109,22 @@ def run(config) -> int:
         return str(run.step_dir(step))
 
     if _WATCH.value:
-        if _CHECKPOINT.value is not None:
-            raise ValueError("--watch evaluates every checkpoint; it does not take --checkpoint")
+        if _CHECKPOINT.value not in (None, "best"):
+            raise ValueError(f"--watch evaluates every checkpoint, or with --checkpoint best each new best "
+                             f"one; it does not take --checkpoint {_CHECKPOINT.value}")
         steps = watch.follow(
             workdir, out_root, options.split,
             lambda step: evaluate_once(checkpoint_path(step), config=config, options=options, out_root=out_root,
                                        workdir=workdir),
             final_step=run_config.get("total_steps"), poll_seconds=_POLL_SECONDS.value,
-            idle_timeout=_WATCH_TIMEOUT.value)
+            idle_timeout=_WATCH_TIMEOUT.value, which="best" if _CHECKPOINT.value == "best" else "all")
         print(f"{PROG}: watched {workdir}: evaluated steps {steps}", flush=True)
         return 0
-    path = workdir if _CHECKPOINT.value is None else checkpoint_path(_CHECKPOINT.value)
+    path = workdir
     if _CHECKPOINT.value is not None:
         try:
-            run.require_step(_CHECKPOINT.value)
-        except run_dir.RunNotFoundError as error:
+            path = checkpoint_path(run.resolve_step(_CHECKPOINT.value))
+        except (run_dir.RunNotFoundError, ValueError) as error:
             raise ValueError(f"--checkpoint {_CHECKPOINT.value}: {error}") from error
     evaluate_once(path, config=config, options=options, out_root=out_root, workdir=workdir)
     return 0

@@ -21,9 +21,23 @@ from jointist_jax import run_dir
 
 
 def manager(run: run_dir.RunDir, *, keep: int, asynchronous: bool = True) -> ocp.CheckpointManager:
-    """The run's CheckpointManager (keeps the last ``keep`` checkpoints)."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=asynchronous)
+    """The run's CheckpointManager: keeps the last ``keep`` checkpoints and, beside them, the one
+    with the lowest validation loss (the reference's ``save_top_k=1`` on the validation loss).
+
+    A checkpoint saved right after a validation carries ``{run_dir.VALIDATION_LOSS: loss}`` as its
+    orbax metrics; :meth:`run_dir.RunDir.best_step` finds the best one again.
+    """
+    from orbax.checkpoint._src.checkpoint_managers import preservation_policy as policies
+
+    keep_policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        # Sorted from the highest loss to the lowest; the last one (the lowest) is kept.
+        policies.BestN(get_metric_fn=run_dir.best_metric, reverse=True, n=1,
+                       keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=asynchronous,
+                                           best_fn=run_dir.best_metric, best_mode="min",
+                                           preservation_policy=keep_policy)
     return ocp.CheckpointManager(run.checkpoints, options=options)
 
 
@@ -33,9 +47,13 @@ def with_shardings(abstract_tree, shardings):
                         abstract_tree, shardings)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, items: dict, *, force: bool = False) -> bool:
-    """Starts an (asynchronous) save of ``items`` at ``step``."""
-    return mngr.save(step, args=ocp.args.StandardSave(items), force=force)
+def save(mngr: ocp.CheckpointManager, step: int, items: dict, *, force: bool = False,
+         validation_loss: float | None = None) -> bool:
+    """Starts an (asynchronous) save of ``items`` at ``step``, with the validation loss measured
+    at that step if there is one (it ranks the checkpoint for ``best``)."""
+    # Empty metrics (not None, which orbax warns about) rank last: run_dir.best_metric gives +inf.
+    metrics = {} if validation_loss is None else {run_dir.VALIDATION_LOSS: float(validation_loss)}
+    return mngr.save(step, args=ocp.args.StandardSave(items), force=force, metrics=metrics)
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target: dict) -> dict:

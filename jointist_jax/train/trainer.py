@@ -187,7 +187,7 @@ def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, da
     with pipeline.make_train_iterator(data_dir, config.data.eval_split, random_crop=False, mesh=run.mesh,
                                       **options) as batches:
         for i, batch in enumerate(batches):
-            if i >= config.data.eval_batches:
+            if 0 <= config.data.eval_batches <= i:  # -1: the whole split
                 break
             metrics = jax.device_get(run.eval_step(state, batch))
             w = float(metrics.pop("weight"))
@@ -249,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                                  start_step=first_step, **_data_options(config))
     step = first_step
     try:
-        validate = config.data.eval_batches > 0  # 0 switches validation off
+        validate = config.data.eval_batches != 0  # 0 switches validation off, -1 = whole split
         if validate and (first_step == 0 or first_step >= total):
             _report_validation(step, _evaluate(run, state, config, data_dir), writer)
         batches = iter(train_batches)
@@ -258,7 +258,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             step += 1
             is_last = step == total
             stopping = preemption.reached(step)
-            save_now = step % config.checkpoint_every == 0 or is_last or stopping
+            # Validation comes before the save so that the checkpoint carries its loss (``best``).
+            validate_now = validate and (step % config.eval_every == 0 or is_last) and not stopping
+            save_now = step % config.checkpoint_every == 0 or is_last or stopping or validate_now
             if step % config.log_every == 0 or save_now or step == first_step + 1:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 check_finite(step, values, mngr)
@@ -266,10 +268,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 writer.scalars(step, values, prefix="train/")
                 if jax.process_index() == 0:
                     print(summaries.progress_line(step, total, values, throughput.eta(step)), flush=True)
+            validation_loss = None
+            if validate_now:
+                losses = _evaluate(run, state, config, data_dir)
+                _report_validation(step, losses, writer)
+                validation_loss = losses["loss"]
             if save_now:
-                checkpoints.save(mngr, step, state.checkpoint_items(), force=True)
-            if validate and (step % config.eval_every == 0 or is_last) and not stopping:
-                _report_validation(step, _evaluate(run, state, config, data_dir), writer)
+                checkpoints.save(mngr, step, state.checkpoint_items(), force=True,
+                                 validation_loss=validation_loss)
             if stopping:
                 log.warning("stopped by SIGTERM at step %d after saving", step)
                 break
