@@ -25,3 +25,20 @@ def resolve_config_argument(argv: list[str]) -> list[str]:
                 arg = "--config=" + path + sep + rest
         out.append(arg)
     return out
+
+
+def program_name(argv: list[str], default: str) -> str:
+    """The name a command was started as (``train.py``, ``jointist-eval``), or ``default`` under
+    ``python -m`` (whose ``argv[0]`` is the module's ``cli.py``): error messages start with it."""
+    if argv and argv[0] and not argv[0].endswith("cli.py"):
+        return os.path.basename(argv[0])
+    return default
+
+
+def run_stage_cli(main, argv: list[str]) -> None:
+    """Runs an absl ``main`` that needs ``--config`` (a stage config, resolved by name) and
+    ``--workdir``."""
+    from absl import app, flags
+
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main, argv=resolve_config_argument(argv))

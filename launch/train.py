@@ -8,7 +8,6 @@ host or every host of a TPU slice (see launch/README.md for multi-host recipes).
 A thin wrapper around :func:`jointist_jax.train.cli.main` (also the ``jointist-train`` command).
 """
 
-from configs import resolve_config_argument  # noqa: F401  (tests import it from here)
 from jointist_jax.train.cli import main
 
 if __name__ == "__main__":

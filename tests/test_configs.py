@@ -1,21 +1,15 @@
 """Stage configs and the --config=NAME[:ARGS] resolution of launch/train.py."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import pytest
 
+import configs
 from configs import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["ir", "transcription", "separation", "joint_scratch", "joint_pretrained"]
-
-
-def _launch_train():
-    spec = importlib.util.spec_from_file_location("launch_train", ROOT / "launch" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -73,12 +67,11 @@ def test_config_arguments_are_checked():
 
 
 def test_config_names_resolve_to_files():
-    train = _launch_train()
-    resolved = train.resolve_config_argument(["--config=joint_pretrained:runlocal", "--workdir=x"])
+    resolved = configs.resolve_config_argument(["--config=joint_pretrained:runlocal", "--workdir=x"])
     assert resolved == [f"--config={ROOT / 'configs' / 'joint_pretrained.py'}:runlocal", "--workdir=x"]
-    assert train.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
+    assert configs.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
     with pytest.raises(SystemExit, match="no config 'nope'.*joint_pretrained"):
-        train.resolve_config_argument(["--config=nope"])
+        configs.resolve_config_argument(["--config=nope"])
 
 
 def test_runlocal_recipes_change_initialisation_and_batchnorm_only_there():

@@ -58,7 +58,6 @@ def fake_runs(tmp_path_factory):
     import configs.ir
     import configs.joint_scratch
     import configs.transcription
-    from jointist_jax.train import checkpoints
 
     root = tmp_path_factory.mktemp("fake_runs")
     paths = {}

@@ -225,7 +225,6 @@ def compose_song(seed: int, track_number: int, seconds: float, max_stems: int = 
     key = KEY_NAMES[int(rng.integers(12))]
     progressions = PROGRESSIONS[mode]
     progression = progressions[int(rng.integers(len(progressions)))]
-    beat = 60.0 / tempo
     # Harmonic rhythm: slow songs change chord every 2 beats or every bar, fast ones every bar
     # or every two bars.
     chord_beats = int(rng.choice([2, 4]) if tempo < 100 else rng.choice([4, 4, 8]))

@@ -24,7 +24,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx

@@ -14,13 +14,12 @@ flags defined when this module is imported: import it from an entry point only.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from configs import resolve_config_argument
+from configs import program_name, run_stage_cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
                                           lock_config=True)
@@ -65,10 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     ``configs/NAME.py``) and trains."""
     global PROG
     argv = list(sys.argv if argv is None else argv)
-    if argv and argv[0] and not argv[0].endswith("cli.py"):  # not ``python -m``
-        PROG = os.path.basename(argv[0])
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(_main, argv=resolve_config_argument(argv))
+    PROG = program_name(argv, PROG)
+    run_stage_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -219,8 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Trains ``config.stage`` in ``workdir`` to ``config.total_steps``; returns the final state."""
     stages.get(config.stage)  # an unknown stage is an error before anything is written
     if config.get("require_init_from", False) and not config.init_from:
-        raise ValueError(f"this config trains from a pretrained transcriber: set --config.init_from "
-                         f"(a transcription workdir or checkpoint)")
+        raise ValueError("this config trains from a pretrained transcriber: set --config.init_from "
+                         "(a transcription workdir or checkpoint)")
     workdir_run = run_dir.RunDir(storage.make_dirs(workdir, role="--workdir"))
     data_dir = storage.require_exists(config.data.data_dir, role="config.data.data_dir", kind="dir")
     mesh = distributed.data_mesh()
