@@ -41,7 +41,8 @@ def test_data_options_and_example_spec_follow_the_stage():
     options = stages.get("joint").data_options(config)
     assert options == dict(global_batch=4, num_positive=2, num_negative=config.data.num_negative,
                            temperature=config.data.temperature, transcribe_negatives=config.data.transcribe_negatives,
-                           clip_seconds=1.5, targets=True, stems=True, seed=config.seed)
+                           clip_seconds=1.5, crop_sampling="per_track", targets=True, stems=True,
+                           seed=config.seed)
     assert stages.get("ir").data_options(config)["targets"] is False
     spec = stages.get("transcription").example_spec(config)
     assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 2, True, False)
