@@ -14,7 +14,6 @@ import json
 import logging
 import sys
 import tempfile
-from pathlib import Path
 
 import jointist_jax  # noqa: F401  (its CPU XLA flags, before main imports flax and so jax)
 
@@ -34,13 +33,15 @@ def main(argv=None) -> int:
 
     from flax import nnx
 
+    from jointist_jax import storage
     from jointist_jax.evaluation import EvalOptions, evaluate_run
+    from jointist_jax.inference import loading
     from jointist_jax.train import checkpoints, model_factory
 
-    config = checkpoints.read_config(args.run)
+    config = loading.read_run_config(args.run, role="--run")
     options = EvalOptions(split=args.split, media_songs=0)
     if args.trained_metrics:
-        saved = json.loads(Path(args.trained_metrics).read_text())
+        saved = json.loads(storage.path(args.trained_metrics).read_text())
         if saved.get("split") != args.split:
             parser.error(f"--trained_metrics {args.trained_metrics} is for split {saved.get('split')!r}, "
                          f"not {args.split!r}")

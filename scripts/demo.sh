@@ -31,7 +31,7 @@ $PY launch/eval.py --config=joint_pretrained:runlocal --workdir="$DEMO/workdirs/
     --config.data.data_dir="$DEMO/tfds" --split=test --media_songs=2
 
 echo "== 6. Held-out scores of the trained model beside the same model untrained"
-step=$($PY -c "import sys; from jointist_jax.train import checkpoints; print(checkpoints.read_config(sys.argv[1]).total_steps)" "$DEMO/workdirs/pts")
+step=$($PY -c "import sys; from jointist_jax import run_dir; print(run_dir.RunDir.at(sys.argv[1]).latest_step())" "$DEMO/workdirs/pts")
 $PY scripts/compare_untrained.py --run "$DEMO/workdirs/pts" --data_dir "$DEMO/tfds" --split test \
     --trained_metrics "$DEMO/workdirs/pts/eval/test/$step/metrics.json"
 

@@ -319,3 +319,20 @@ def test_eval_cli_errors_name_the_problem(runs, tmp_path):
     assert proc.returncode == 2 and "--checkpoint best" in proc.stderr and "carries a validation loss" in proc.stderr
     proc = _eval_cli("--config=transcription:runlocal", f"--workdir={tmp_path}")
     assert proc.returncode == 2 and "neither a workdir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_compare_untrained_reads_the_run_and_its_saved_metrics(runs, tiny_tfds_dir, tmp_path):
+    """The demo's step 6: the run's held-out scores (its eval metrics.json) beside the same model
+    untrained, evaluated afresh."""
+    saved = tmp_path / "metrics.json"
+    scalars = {"num_songs": 1.0, "gt_instruments/note_f1/flat": 0.25, "gt_instruments/frame_f1/flat": 0.5}
+    saved.write_text(json.dumps({"split": "test", "step": 7, "scalars": scalars}))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_untrained.py"),
+                           "--run", str(runs["transcription"]), "--data_dir", str(tiny_tfds_dir), "--split", "test",
+                           "--trained_metrics", str(saved)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if "/" in line}
+    assert rows["note_f1/flat"][1] == "0.2500" and rows["frame_f1/flat"][1] == "0.5000"
+    assert float(rows["note_f1/flat"][0]) < 0.25  # the untrained model's own score, measured here
