@@ -83,7 +83,7 @@ def _data_options(config: ml_collections.ConfigDict) -> dict:
 def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
     """Stops a run whose loss (checked first) or parameter norm is no longer finite."""
     losses = sorted((name for name in metrics if name.endswith("loss")), key=lambda name: name != "loss")
-    watched = losses + ["param_norm"] * ("param_norm" in metrics)
+    watched = losses + (["param_norm"] if "param_norm" in metrics else [])
     for name in watched:
         value = metrics[name]
         if not np.isfinite(value):
