@@ -10,6 +10,7 @@ against the targets, so a target that drifts from the audio is caught:
 * note F1 (the paper's metric: onset within 50 ms) >= 0.9 on the training clip;
 * the decoded onsets fall on the exact frame of the true onsets (the metric's 50-ms tolerance
   could not see a one-frame shift of the targets or an onset decoded before its frame);
+* the untrained model (posteriors at the output prior) decodes no note;
 * the joint stage's separator SDR on its training clip is well above the untrained model's.
 
 Dropout is off during these runs (memorisation is what it prevents); BatchNorm trains on batch
@@ -150,10 +151,11 @@ def test_transcriber_memorises_its_training_clip(transcriber_run, row, notes):
     estimate = _decode_row(after, row)
     _, _, f1 = transcription_metrics.note_f1(reference, estimate)
     _, _, f1_offset = transcription_metrics.note_f1(reference, estimate, with_offset=True)
-    _, _, f1_before = transcription_metrics.note_f1(reference, _decode_row(_transcribe(untrained, batch), row))
-    assert f1 >= 0.9 and f1_offset >= 0.9, (f"note F1 {f1:.3f}, with offsets {f1_offset:.3f} (untrained "
-                                            f"{f1_before:.3f}); decoded {estimate}")
-    assert f1_before < 0.5
+    assert f1 >= 0.9 and f1_offset >= 0.9, f"note F1 {f1:.3f}, with offsets {f1_offset:.3f}; decoded {estimate}"
+    # The untrained posteriors sit at the runlocal output prior (0.02), below the decoder's 0.1
+    # thresholds: an untrained model writes no notes. (A threshold below the prior would.)
+    before = _decode_row(_transcribe(untrained, batch), row)
+    assert len(before.onsets) == 0, f"the untrained model decoded {len(before.onsets)} notes"
     # The metric's 50-ms onset tolerance cannot see a target one frame (10 ms) off the audio; the
     # memorised onset posteriorgram can: it must peak on the very frame each note starts.
     onset = after["reg_onset_output"][row]
