@@ -5,7 +5,10 @@ evaluated on whole held-out songs (``launch/eval.py``'s evaluator, ground-truth 
 thresholds 0.1) at its checkpoints:
 
 * ``transcription``: note and frame F1 (flat) from the untrained model (step 0, the trainer's
-  own initialisation) to ``--steps``;
+  own initialisation) to ``--steps``, with the recipe's learning-rate schedule (``make demo``'s
+  transcriber when the defaults are kept). ``--transcriber narrow`` trains the full-size narrow
+  model with the same recipe, and ``--train_seconds`` stops it after a fixed time budget as a
+  preempted run stops (SIGTERM: the step ends, a checkpoint is saved);
 * ``joint``: the paper's pTS, ``joint_pretrained:runlocal`` started from the transcriber just
   trained: SDR (and note F1) from step 1 (learning rate 0 at step 0: the untrained separator) to
   ``--joint_steps``;
@@ -15,6 +18,10 @@ thresholds 0.1) at its checkpoints:
   make demo                                   # renders and packs demo/tfds first
   .venv/bin/python benchmarks/learn_synth.py  # numbers in README.md ("Learning")
   .venv/bin/python benchmarks/learn_synth.py --stages transcription --steps 300 --split validation
+  # On a GPU: the full-size narrow transcriber for 5 minutes (compilation included), a point
+  # every 500 steps.
+  python benchmarks/learn_synth.py --stages transcription --transcriber narrow --steps 1000000 \
+      --train_seconds 300 --checkpoint_every 500
 
 ``--workdir`` keeps the runs (and resumes them when run again); by default a temporary folder is
 used and removed.
@@ -25,8 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,20 +64,30 @@ def _common(config, args, steps: int) -> None:
     if args.global_batch is not None:
         config.data.global_batch = args.global_batch
     config.total_steps = steps
-    config.checkpoint_every = max(steps // args.points, 1)
-    config.keep_checkpoints = args.points + 2
+    config.checkpoint_every = args.checkpoint_every or max(steps // args.points, 1)
+    config.keep_checkpoints = steps // config.checkpoint_every + 2
     config.data.eval_batches = 0
     config.log_every = max(steps // 10, 1)
 
 
 def build_config(args, stage: str):
-    """The stage's runlocal config for a fixed budget (no learning-rate decay inside it)."""
+    """The stage's runlocal config for a fixed budget.
+
+    The transcriber keeps its recipe's learning-rate schedule; the joint stage and the recognizer
+    train at one rate (no decay within the budget).
+    """
+    import configs.defaults
     import configs.ir
     import configs.joint_pretrained
     import configs.transcription
 
     if stage == "transcription":
         config = configs.transcription.get_config("runlocal")
+        if args.transcriber != "tiny":
+            config.model.transcriber = configs.defaults.transcriber_config(args.transcriber)
+            configs.defaults.apply_runlocal_transcriber(config.model.transcriber)
+        if args.clip_seconds is not None:
+            config.data.clip_seconds = args.clip_seconds
         _common(config, args, args.steps)
         if args.lr is not None:
             config.optimizer.lr = args.lr
@@ -75,7 +95,6 @@ def build_config(args, stage: str):
             config.optimizer.warmup_steps = args.warmup_steps
         if args.output_prior is not None:
             config.model.transcriber.output_prior = args.output_prior
-        config.optimizer.decay_every = max(args.steps * 10, 1)  # no decay within the budget
     elif stage == "joint":
         config = configs.joint_pretrained.get_config("runlocal")
         _common(config, args, args.joint_steps)
@@ -85,6 +104,20 @@ def build_config(args, stage: str):
         _common(config, args, args.ir_steps)
         config.optimizer.decay_every = max(args.ir_steps * 10, 1)
     return config
+
+
+def _preempt_after(deadline: float, finished: threading.Event) -> None:
+    """Sends this process SIGTERM at ``deadline`` (``time.perf_counter``), as a preemption would.
+
+    Waits first for the trainer's own SIGTERM handler (before it, the signal would end the
+    process); does nothing once ``finished`` is set.
+    """
+    before = signal.getsignal(signal.SIGTERM)
+    while signal.getsignal(signal.SIGTERM) is before:
+        if finished.wait(0.05):
+            return
+    if not finished.wait(max(deadline - time.perf_counter(), 0.0)):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _checkpoint_steps(workdir: Path) -> list[int]:
@@ -111,10 +144,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="demo/tfds", help="TFDS dir of the synthetic dataset (make demo)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
-    parser.add_argument("--steps", type=int, default=1200, help="transcriber training steps (the fixed budget)")
-    parser.add_argument("--joint_steps", type=int, default=300, help="joint (pTS) training steps")
+    parser.add_argument("--steps", type=int, default=800,
+                        help="transcriber training steps (the fixed budget; default: make demo's)")
+    parser.add_argument("--joint_steps", type=int, default=200, help="joint (pTS) training steps (default: make demo's)")
     parser.add_argument("--ir_steps", type=int, default=300, help="recognizer training steps")
     parser.add_argument("--points", type=int, default=4, help="evaluated checkpoints per stage (besides step 0)")
+    parser.add_argument("--transcriber", default="tiny", choices=("tiny", "small", "narrow", "wide"),
+                        help="transcriber size (default: runlocal's tiny); any size gets the runlocal "
+                             "output_prior and bn_momentum")
+    parser.add_argument("--clip_seconds", type=float, default=None, help="transcriber crop length (default: runlocal's)")
+    parser.add_argument("--train_seconds", type=float, default=None,
+                        help="stop the transcriber after this many seconds of training (compilation included) "
+                             "as a preempted run stops; --steps is then an upper bound")
+    parser.add_argument("--checkpoint_every", type=int, default=None,
+                        help="steps between evaluated checkpoints (default: steps / points)")
     parser.add_argument("--lr", type=float, default=None, help="transcriber learning rate (default: runlocal's)")
     parser.add_argument("--warmup_steps", type=int, default=None, help="transcriber warm-up (default: runlocal's)")
     parser.add_argument("--output_prior", type=float, default=None,
@@ -129,8 +172,10 @@ def main(argv=None) -> int:
         parser.error(f"--stages must be a comma-separated subset of {STAGES}, got {args.stages!r}")
     if "joint" in stages and "transcription" not in stages:
         parser.error("--stages joint starts from the transcriber trained here: add transcription")
-    if min(args.steps, args.joint_steps, args.ir_steps, args.points) < 1:
-        parser.error("--steps, --joint_steps, --ir_steps and --points must be >= 1")
+    if min(args.steps, args.joint_steps, args.ir_steps, args.points, args.checkpoint_every or 1) < 1:
+        parser.error("--steps, --joint_steps, --ir_steps, --points and --checkpoint_every must be >= 1")
+    if args.train_seconds is not None and args.train_seconds <= 0:
+        parser.error(f"--train_seconds must be > 0, got {args.train_seconds}")
     if not Path(args.data_dir).expanduser().exists():
         parser.error(f"--data_dir {args.data_dir!r} does not exist: run `make demo` first (it builds demo/tfds)")
     logging.basicConfig(level=logging.WARNING)
@@ -142,9 +187,16 @@ def main(argv=None) -> int:
     print(f"learn_synth: stages {','.join(stages)}; data {args.data_dir}, held-out split {args.split!r}; "
           f"{common.environment()}", flush=True)
 
-    def train(config, workdir: Path) -> float:
+    def train(config, workdir: Path, seconds: float | None = None) -> float:
+        """Trains to ``config.total_steps`` or, given ``seconds``, until a SIGTERM sent then."""
         start = time.perf_counter()
-        trainer.train_and_evaluate(config, str(workdir))
+        finished = threading.Event()
+        if seconds:
+            threading.Thread(target=_preempt_after, args=(start + seconds, finished), daemon=True).start()
+        try:
+            trainer.train_and_evaluate(config, str(workdir))
+        finally:
+            finished.set()
         return time.perf_counter() - start
 
     def untrained(config, workdir: Path) -> Path:
@@ -156,29 +208,33 @@ def main(argv=None) -> int:
     if "transcription" in stages:
         config = build_config(args, "transcription")
         t = config.model.transcriber
-        print(f"\n== transcription:runlocal, {args.steps} steps, lr {config.optimizer.lr:g}, warm-up "
-              f"{config.optimizer.warmup_steps}, output_prior {t.output_prior:g}, {config.data.global_batch} clips x "
-              f"{config.data.num_positive + config.data.num_negative} rows of {config.data.clip_seconds:g} s",
-              flush=True)
+        o = config.optimizer
+        budget = f"{args.train_seconds:g} s (at most {args.steps} steps)" if args.train_seconds else f"{args.steps} steps"
+        print(f"\n== transcription:runlocal, {args.transcriber} transcriber, {budget}, lr {o.lr:g} x{o.decay_rate:g} "
+              f"every {o.decay_every} steps, warm-up {o.warmup_steps}, output_prior {t.output_prior:g}, "
+              f"{config.data.global_batch} clips x {config.data.num_positive + config.data.num_negative} rows of "
+              f"{config.data.clip_seconds:g} s", flush=True)
         init_result = evaluate_run(untrained(config, root / "untrained"), args.data_dir, options)
-        seconds = train(config, root / "trained")
+        seconds = train(config, root / "trained", args.train_seconds)
+        trained_steps = max(_checkpoint_steps(root / "trained"))
         curve = [dict(step=0, train_seconds=0.0, metrics=_row(init_result, CURVE))]
         results = {}
         for step in _checkpoint_steps(root / "trained"):
             results[step] = evaluate_run(root / "trained" / "checkpoints" / str(step), args.data_dir, options)
-            curve.append(dict(step=step, train_seconds=seconds * step / args.steps,
+            curve.append(dict(step=step, train_seconds=seconds * step / trained_steps,
                               metrics=_row(results[step], CURVE)))
-        final = results[max(results)]
+        final = results[trained_steps]
         songs = int(final.scalars["num_songs"])
-        _print_curve(f"transcriber: {songs} held-out songs, ground-truth instruments; trained {args.steps} "
-                     f"steps in {seconds:.0f} s ({args.steps / seconds:.2f} steps/s; train s interpolated)", curve)
+        _print_curve(f"transcriber: {songs} held-out songs, ground-truth instruments; trained {trained_steps} "
+                     f"steps in {seconds:.0f} s ({trained_steps / seconds:.2f} steps/s; train s interpolated)", curve)
         print(f"\n{'metric':<44} {'untrained':>10} {'trained':>10}")
         rows = {}
         for metric in HEADLINE:
             before, after = _row(init_result, [metric])[metric], _row(final, [metric])[metric]
             rows[metric] = {"untrained": before, "trained": after}
             print(f"{metric:<44} {_fmt(before):>10} {_fmt(after):>10}")
-        report.update(steps=args.steps, train_seconds=seconds, songs=songs, metrics=rows, curve=curve)
+        report.update(steps=trained_steps, train_seconds=seconds, songs=songs, metrics=rows, curve=curve,
+                      transcriber=args.transcriber)
 
     if "joint" in stages:
         config = build_config(args, "joint")

@@ -2,6 +2,7 @@
 ``benchmarks/forward.py`` and ``benchmarks/train_step.py`` with ``--tiny`` (no timing assertions)."""
 
 import json
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -250,6 +251,41 @@ def test_learn_synth_trains_and_compares_with_the_untrained_model(tiny_tfds_dir,
     assert numbers["joint"]["curve"][0]["metrics"]["sdr/source_wise"] is not None
     assert numbers["ir"]["metrics"] and all(set(v) == {"untrained", "trained"} for v in numbers["ir"]["metrics"].values())
     assert (tmp_path / "run" / "trained" / "checkpoints" / "2").is_dir()
+
+
+@pytest.mark.slow
+def test_learn_synth_stops_the_transcriber_after_its_time_budget(tiny_tfds_dir, tmp_path, capsys):
+    """``--train_seconds``: the run stops as a preempted run does, far short of ``--steps``, saves
+    its last step, and every checkpoint on the way is a point of the curve."""
+    from benchmarks import learn_synth
+
+    out = tmp_path / "learn.json"
+    assert learn_synth.main(["--data_dir", str(tiny_tfds_dir), "--stages", "transcription", "--steps", "100000",
+                             "--train_seconds", "15", "--checkpoint_every", "4", "--global_batch", "8",
+                             "--split", "validation", "--workdir", str(tmp_path / "run"), "--json", str(out)]) == 0
+    numbers = json.loads(out.read_text())
+    steps = [p["step"] for p in numbers["curve"]]
+    assert 0 < numbers["steps"] < 100000 and numbers["train_seconds"] >= 15
+    assert steps[0] == 0 and steps[-1] == numbers["steps"] and len(steps) >= 3
+    assert all(s % 4 == 0 for s in steps[1:-1]), steps
+    assert "tiny transcriber, 15 s (at most 100000 steps)" in capsys.readouterr().out
+
+
+def test_learn_synth_trains_any_transcriber_size_with_the_runlocal_recipe():
+    import configs.defaults
+    from benchmarks import learn_synth
+
+    args = SimpleNamespace(transcriber="small", clip_seconds=1.5, data_dir="d", global_batch=None, steps=800,
+                           checkpoint_every=None, points=4, lr=None, warmup_steps=None, output_prior=None)
+    config = learn_synth.build_config(args, "transcription")
+    small = configs.defaults.transcriber_config("small")
+    assert tuple(config.model.transcriber.variant) == tuple(small.variant)
+    assert config.model.transcriber.acoustic_dim == small.acoustic_dim
+    assert (config.model.transcriber.output_prior, config.model.transcriber.bn_momentum) == (
+        configs.defaults.RUNLOCAL_OUTPUT_PRIOR, configs.defaults.RUNLOCAL_BN_MOMENTUM)
+    assert config.data.clip_seconds == 1.5 and config.checkpoint_every == 200
+    # The recipe's schedule is kept: the demo's transcriber halves its rate every 200 steps.
+    assert (config.optimizer.decay_rate, config.optimizer.decay_every) == (0.5, 200)
 
 
 def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups(capsys):
