@@ -216,10 +216,11 @@ def main(argv=None) -> int:
               f"{config.data.clip_seconds:g} s", flush=True)
         init_result = evaluate_run(untrained(config, root / "untrained"), args.data_dir, options)
         seconds = train(config, root / "trained", args.train_seconds)
-        trained_steps = max(_checkpoint_steps(root / "trained"))
+        saved = _checkpoint_steps(root / "trained")
+        trained_steps = saved[-1]
         curve = [dict(step=0, train_seconds=0.0, metrics=_row(init_result, CURVE))]
         results = {}
-        for step in _checkpoint_steps(root / "trained"):
+        for step in saved:
             results[step] = evaluate_run(root / "trained" / "checkpoints" / str(step), args.data_dir, options)
             curve.append(dict(step=step, train_seconds=seconds * step / trained_steps,
                               metrics=_row(results[step], CURVE)))

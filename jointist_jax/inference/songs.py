@@ -25,6 +25,7 @@ from jointist_jax import instruments
 from jointist_jax.inference import postprocess
 from jointist_jax.inference.predictor import Predictor, ProgressFn, SongPrediction, check_batching
 from jointist_jax.models.jointist import select_instruments
+from jointist_jax.music import Notes
 
 AGGREGATES = ("any", "mean")
 
@@ -97,7 +98,7 @@ class SongOutput:
     """
 
     prediction: SongPrediction
-    notes: dict[int, list[postprocess.Note]]
+    notes: dict[int, Notes]
 
 
 def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: SongOptions = SongOptions(),

@@ -31,7 +31,6 @@ BuildFn = Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
 LossFn = Callable[[nnx.Module, Batch, "nnx.Rngs | None"], "tuple[jax.Array, Metrics]"]
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Release:
     """A released reference checkpoint that fills a stage's model (``jointist_jax.convert``).

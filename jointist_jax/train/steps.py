@@ -4,7 +4,8 @@ The model lives in the step as an NNX graph definition (static, captured by the 
 the state arrays carried in :class:`TrainState`; the step merges them, runs the stage's forward
 pass and losses (its :class:`~jointist_jax.train.stages.Stage`'s ``losses``), and splits the
 updated BatchNorm statistics back out. Per-step randomness (dropout) is
-``fold_in(base_key, step)``, so a resumed run draws the same numbers without storing keys. Losses are float32 whatever the compute dtype.
+``fold_in(base_key, step)``, so a resumed run draws the same numbers without storing keys.
+Losses are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
