@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,11 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "launch" / "train.py")
 
 
-def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, **popen) -> subprocess.Popen:
-    """Starts launch/train.py as another process with ``devices`` simulated CPU devices."""
+def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, env: dict | None = None,
+              runner: list[str] = (), **popen) -> subprocess.Popen:
+    """Starts launch/train.py as another process with ``devices`` simulated CPU devices; ``env`` is
+    added to the environment, ``runner`` (a script that runs the next one) goes before train.py."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen([sys.executable, TRAIN, *args], env=env, stdout=subprocess.PIPE,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
+    return subprocess.Popen([sys.executable, *runner, TRAIN, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -45,3 +48,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def two_process_flags(data_dir, workdir, **overrides) -> list[str]:
+    """:func:`config_flags` of a transcription run whose 4 clips per step make 2 per process."""
+    return [f if not f.startswith("--config.data.global_batch") else "--config.data.global_batch=4"
+            for f in config_flags("transcription:runlocal", data_dir, workdir, **overrides)]
+
+
+def sigterm_one_of_two(procs: list[subprocess.Popen], total: int) -> int:
+    """Sends SIGTERM to the second process once the first has trained 2 steps; checks that both
+    exit 0 having stopped at the same step, before ``total``, and returns that step."""
+    wait_for_line(procs[0], f"step 2/{total}", timeout=400)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+    final = [[line for line in out.splitlines() if "final step" in line] for out in outputs]
+    steps = [int(lines[0].split("final step")[1].split()[0]) for lines in final]
+    assert steps[0] == steps[1] < total, outputs
+    return steps[0]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch_helpers import config_flags, free_port, run_train, wait_for_line
+from launch_helpers import config_flags, free_port, run_train, sigterm_one_of_two, two_process_flags, wait_for_line
 
 from jointist_jax import run_dir
 from jointist_jax.train import distributed, trainer
@@ -238,9 +238,7 @@ def test_two_processes_train_what_one_process_trains(tiny_tfds_dir, tmp_path):
     two, one = tmp_path / "two_processes", tmp_path / "one_process"
 
     def flags(workdir):
-        out = config_flags("transcription:runlocal", tiny_tfds_dir, workdir, total_steps=2)
-        return [f if not f.startswith("--config.data.global_batch") else "--config.data.global_batch=4"
-                for f in out]
+        return two_process_flags(tiny_tfds_dir, workdir, total_steps=2)
 
     procs = [run_train(flags(two) + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                                      f"--process_id={pid}"], devices=2) for pid in range(2)]
@@ -266,23 +264,11 @@ def test_sigterm_to_one_of_two_processes_makes_both_save_the_same_step(tiny_tfds
     """JAX's preemption service carries one process's SIGTERM to the other; both stop at the same
     step, save it together and exit 0 (no per-step all-gather of a flag)."""
     port = free_port()
-    procs = []
-    for pid in range(2):
-        flags = config_flags("transcription:runlocal", tiny_tfds_dir, tmp_path, total_steps=200,
-                             checkpoint_every=1000)
-        flags = [f if not f.startswith("--config.data.global_batch") else "--config.data.global_batch=4"
-                 for f in flags]
-        flags += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"]
-        procs.append(run_train(flags, devices=2))
-    wait_for_line(procs[0], "step 2/200", timeout=400)
-    procs[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out
-    final = [[line for line in out.splitlines() if "final step" in line] for out in outputs]
-    steps = [int(lines[0].split("final step")[1].split()[0]) for lines in final]
-    assert steps[0] == steps[1] < 200, outputs
-    assert saved_steps(tmp_path) == [steps[0]]
+    procs = [run_train(two_process_flags(tiny_tfds_dir, tmp_path, total_steps=200, checkpoint_every=1000)
+                       + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"],
+                       devices=2) for pid in range(2)]
+    step = sigterm_one_of_two(procs, total=200)
+    assert saved_steps(tmp_path) == [step]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ device of every process: the batch is sharded along it, parameters are replicate
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -16,35 +17,64 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
+log = logging.getLogger(__name__)
 
 
-def _started_as_one_of_several() -> bool:
-    """True under a multi-process launcher jax can auto-detect (SLURM, Open MPI, TPU pod, env)."""
-    for count in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if int(os.environ.get(count, "1") or "1") > 1:
-            return True
-    return "JAX_COORDINATOR_ADDRESS" in os.environ or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+def cluster_parameters(initialization_timeout: int = 300) -> tuple[str | None, int | None, int | None]:
+    """``(coordinator_address, num_processes, process_id)`` as ``jax.distributed.initialize()``
+    finds them by itself, or ``(None, None, None)`` outside every cluster it knows.
+
+    This is JAX's own detection (``ClusterEnv.auto_detect_unset_distributed_params``): the first of
+    Open MPI, SLURM, a GKE TPU slice (``TPU_WORKER_HOSTNAMES``), a Cloud TPU VM slice (the GCE
+    metadata server: ``agent-worker-number``, ``worker-network-endpoints``, ``tpu-env``) and
+    Kubernetes that is present, with ``JAX_COORDINATOR_ADDRESS`` and ``JAX_COORDINATOR_PORT``
+    taking precedence for the address. What goes wrong while asking (an unreachable metadata
+    server, a coordinator host that does not resolve) is raised, never read as "no cluster".
+    """
+    from jax._src import clusters  # jax.distributed.initialize's cluster detection
+
+    address, count, process_id, _ = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        os.environ.get("JAX_COORDINATOR_ADDRESS"), None, None, None, None, initialization_timeout)
+    return address, count, process_id
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
-    """Joins a multi-process job: explicit arguments, else the cluster's environment, else nothing.
+               process_id: int | None = None, *, initialization_timeout: int = 300) -> None:
+    """Joins a multi-process job: explicit arguments, else the cluster JAX detects, else nothing.
 
-    CPU processes (tests, the local two-process recipe) exchange collectives through gloo.
+    A cluster of one process (a single-host TPU VM, ``srun -n 1``) stays a single process. A job
+    that cannot start (no coordinator within ``initialization_timeout`` seconds) stops with JAX's
+    error. CPU processes (tests, the local two-process recipe) exchange collectives through gloo.
     """
-    explicit = coordinator_address is not None
-    if explicit and (num_processes is None or process_id is None):
+    if coordinator_address is not None and (num_processes is None or process_id is None):
         raise ValueError("--coordinator_address needs --num_processes and --process_id")
-    if not explicit and not _started_as_one_of_several():
-        return
+    if coordinator_address is None:
+        coordinator_address, num_processes, process_id = cluster_parameters(initialization_timeout)
+        if coordinator_address is None or num_processes == 1:
+            return
+    log.info("joining a job of %s processes as process %s, coordinator %s", num_processes, process_id,
+             coordinator_address)
     # Without this, CPU devices of different processes cannot run collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if explicit:
-        jax.distributed.initialize(coordinator_address, num_processes, process_id)
-    else:
-        jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=initialization_timeout)
     if jax.default_backend() == "cpu":
         open_cpu_collectives()
+
+
+def require_coordination_service() -> None:
+    """Stops a run of several processes that has no ``jax.distributed`` client.
+
+    The TPU runtime joins the hosts of a slice by itself, so a slice can run as several processes
+    although ``jax.distributed.initialize`` never ran; JAX's preemption service would then be
+    missing and a preempted job would be killed without its preemption save.
+    """
+    if jax.process_count() > 1 and not jax.distributed.is_initialized():
+        raise RuntimeError(
+            f"{jax.process_count()} processes but no jax.distributed client: preemption saves "
+            "cannot be coordinated. jax.distributed.initialize() found no cluster here; pass "
+            "--coordinator_address, --num_processes and --process_id (or set "
+            "JAX_COORDINATOR_ADDRESS and start under SLURM, Open MPI or on a TPU slice)")
 
 
 def open_cpu_collectives(barrier_timeout_s: int = 1800) -> None:

@@ -218,6 +218,7 @@ def parameter_checksum(state: TrainState) -> float:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config.stage`` in ``workdir`` to ``config.total_steps``; returns the final state."""
     stages.get(config.stage)  # an unknown stage is an error before anything is written
+    distributed.require_coordination_service()  # several processes must share JAX's preemption service
     if config.get("require_init_from", False) and not config.init_from:
         raise ValueError("this config trains from a pretrained transcriber: set --config.init_from "
                          "(a transcription workdir or checkpoint)")
