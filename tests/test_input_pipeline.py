@@ -450,6 +450,12 @@ def test_tracks_shorter_than_one_clip_are_left_out_of_training():
     assert pipeline.eval_crops(index, table, clip, SR, offset_seconds=1.0) == [(0, SR), (2, 0)]  # nor validated
 
 
+def test_validation_split_without_a_long_enough_track_is_an_error(data_dir, monkeypatch):
+    monkeypatch.setattr(pipeline, "eval_crops", lambda *a, **k: [])  # every track shorter than a clip
+    with pytest.raises(ValueError, match="'validation' .* has no track at least one 1.0-s clip long"):
+        make(data_dir, split="validation", random_crop=False)
+
+
 def test_silent_or_note_less_evaluation_crop_moves_on_by_one_second():
     """As the reference's validation loop: a track's only note is at 2.5 s (in its second window),
     so the candidates at 0 s and 1 s hold no note and the crop starts at 2 s."""

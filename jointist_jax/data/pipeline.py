@@ -434,6 +434,9 @@ class InputPipeline:
             self._slots = None
         else:
             crops = eval_crops(self.index, self.table, clip, self.dataset.sample_rate, eval_offset_seconds)
+            if not crops:
+                raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no track at least one "
+                                 f"{clip_seconds}-s clip long")
             mine = list(range(process_index, len(crops), process_count))
             most = math.ceil(len(crops) / process_count)
             self.steps_per_epoch = math.ceil(most / self.local_batch)
