@@ -8,22 +8,7 @@ argument of ``get_config(arg)`` is parsed by :func:`parse_arg`: comma-separated 
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
-
-# Training length as the reference measures it (docs/reference.md §1.2): an epoch is one random 10-s crop
-# of every training track, batched at the stage's batch size with the last partial batch kept.
-# Slakh2100's original split, which the reference trained on, has 1500 training tracks.
-SLAKH_TRAIN_TRACKS = 1500
-
-
-def steps_for_epochs(epochs: int, batch: int, tracks: int = SLAKH_TRAIN_TRACKS) -> int:
-    """Optimizer steps of ``epochs`` reference epochs: ``epochs * ceil(tracks / batch)``."""
-    if epochs < 1 or batch < 1 or tracks < 1:
-        raise ValueError(f"steps_for_epochs: need positive epochs, batch and tracks, got {epochs}, {batch}, "
-                         f"{tracks}")
-    return epochs * math.ceil(tracks / batch)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -80,10 +65,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.decay_every = 10000
     config.optimizer.decay_rate = 0.9
 
-    # total_steps: no default; each stage sets the reference's length with steps_for_epochs (and
-    # eval_every the reference's validation cadence).
+    # Training length in the reference's epochs, one crop of every track of the training split
+    # actually built, ceil(tracks / global_batch) steps each (jointist_jax/train/epochs.py): each
+    # stage sets `epochs` and `eval_every_epochs` (its validation cadence). `total_steps` and
+    # `eval_every` at 0 take them; positive values (runlocal, command-line overrides) win.
+    config.epochs = 0
+    config.eval_every_epochs = 0
+    config.total_steps = 0
     config.log_every = 50
-    config.eval_every = 5_000
+    config.eval_every = 0
     config.checkpoint_every = 1_000
     config.keep_checkpoints = 3
     config.init_from = ""  # a workdir or checkpoint path (joint_pretrained: a transcription run)

@@ -9,8 +9,9 @@ Batch 32 clips; multi-label BCE on the 39 classes present in each 10-s crop; Ada
 lr 1e-3 with the warm-up/staircase schedule.
 
 Length: the reference's detection config trains 300 epochs at batch 32, and an epoch is one crop of
-each of the 1500 training tracks, so ceil(1500 / 32) = 47 steps: 300 x 47 = 14,100 steps (one
-x0.9 decay, at 10k). It validates every 10 epochs (470 steps). The reference's README command
+each training track, ceil(tracks / 32) steps, counted on the training split built
+(jointist_jax/train/epochs.py): on Slakh2100's 1500 tracks 47 steps, 300 x 47 = 14,100 steps (one
+x0.9 decay, at 10k). It validates every 10 epochs (470 steps there). The reference's README command
 (50 epochs on 4 GPUs) is a shorter variant; its config is what we follow.
 
 Local smoke run: python launch/train.py --config=ir:runlocal --workdir=demo/workdirs/ir
@@ -27,8 +28,8 @@ def get_config(arg: str | None = None):
     config.data.num_positive = 0
     config.data.num_negative = 0
     config.optimizer.lr = 1e-3
-    config.total_steps = defaults.steps_for_epochs(300, config.data.global_batch)  # 14,100
-    config.eval_every = defaults.steps_for_epochs(10, config.data.global_batch)  # 470
+    config.epochs = 300  # total_steps 0: epochs of the built training split
+    config.eval_every_epochs = 10
     config.model.recognizer = defaults.recognizer_config("full")
     if args.runlocal:
         defaults.apply_runlocal(config)

@@ -7,7 +7,8 @@ r"""Stage pTS, the paper's best model: joint T + S with T initialised from a tra
 `init_from` is a `transcription` workdir (its latest checkpoint) or one checkpoint directory;
 only the transcriber's parameters and statistics are taken from it, the separator starts
 fresh. Everything else is `joint_scratch` (docs/reference.md §1.4), including its length: the reference
-runs the same 500 epochs (375,000 steps at batch 2) from the pretrained transcriber.
+runs the same 500 epochs (375,000 steps at batch 2 on Slakh2100's 1500 training tracks) from the
+pretrained transcriber.
 
 Local smoke run (after `transcription:runlocal`):
 

@@ -8,8 +8,9 @@ at lr 1e-4 over both modules; the separation loss back-propagates into the trans
 separator reads the frame posteriorgram (`straight_through=True` binarises it at 0.1).
 
 Length: the reference's joint config trains 500 epochs at batch 2, and an epoch is one crop of
-each of the 1500 training tracks, 750 steps: 500 x 750 = 375,000 steps. Validation every 5 epochs
-as in the reference (3,750 steps).
+each training track of the split built (jointist_jax/train/epochs.py): on Slakh2100's 1500 tracks
+750 steps, 500 x 750 = 375,000 steps. Validation every 5 epochs as in the reference (3,750 steps
+there).
 
 Local smoke run: python launch/train.py --config=joint_scratch:runlocal --workdir=demo/workdirs/ts
 """
@@ -26,8 +27,8 @@ def get_config(arg: str | None = None):
     config.data.num_negative = 0
     config.optimizer.lr = 1e-4
     config.straight_through = False
-    config.total_steps = defaults.steps_for_epochs(500, config.data.global_batch)  # 375,000
-    config.eval_every = defaults.steps_for_epochs(5, config.data.global_batch)  # 3,750
+    config.epochs = 500  # total_steps 0: epochs of the built training split
+    config.eval_every_epochs = 5
     config.model.transcriber = defaults.transcriber_config(args.variant)
     config.model.separator = defaults.separator_config("sum", "full")
     if args.runlocal:

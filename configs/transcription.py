@@ -12,8 +12,9 @@ recipe of the reference (its config says 12 clips x (3 + 1)); Adam(amsgrad) lr 1
 
 Length: 1000 epochs, as the paper states and the released checkpoint's name
 (`transcription1000.ckpt`) says (the reference's config file says 500). An epoch is one crop of each
-of the 1500 training tracks, 750 steps at batch 2: 1000 x 750 = 750,000 steps. Validation every
-50 epochs as in the reference (37,500 steps).
+training track of the split built (jointist_jax/train/epochs.py): on Slakh2100's 1500 tracks 750
+steps at batch 2, 1000 x 750 = 750,000 steps. Validation every 50 epochs as in the reference
+(37,500 steps there).
 
 Local smoke run (a few minutes on CPU, on the demo's synthetic data):
 
@@ -30,8 +31,8 @@ def get_config(arg: str | None = None):
     config.data.num_positive = 2
     config.data.num_negative = 2
     config.optimizer.lr = 1e-3
-    config.total_steps = defaults.steps_for_epochs(1000, config.data.global_batch)  # 750,000
-    config.eval_every = defaults.steps_for_epochs(50, config.data.global_batch)  # 37,500
+    config.epochs = 1000  # total_steps 0: epochs of the built training split
+    config.eval_every_epochs = 50
     config.model.transcriber = defaults.transcriber_config(args.variant)
     if args.runlocal:
         defaults.apply_runlocal(config)

@@ -214,6 +214,22 @@ def test_load_track_labels(slakh_dir):
     assert np.all(np.diff(onsets) >= 0)
 
 
+def test_instrument_that_plays_nothing_is_neither_label_nor_stem(tmp_path):
+    """A violin stem whose MIDI track has no note and whose audio is silence: not a class of the
+    track and no class stem. A note-less stem of a class that has notes elsewhere is still summed
+    into that class's stem, as the reference does."""
+    stems = [TRACK3_STEMS[0],
+             {"program_num": 40, "plugin_name": "violin", "freq": 440.0, "amplitude": 0.0, "notes": []},
+             {"program_num": 5, "plugin_name": "e_piano_2", "freq": 250.0, "amplitude": 0.1, "notes": []}]
+    root = _one_track(tmp_path, stems)
+    track_dir = os.path.join(root, "train", "Track00001")
+    track = slakh_tracks.load_track(track_dir)
+    e_piano = instruments.class_index("Electric Piano")
+    assert track.track_classes.tolist() == [e_piano]
+    assert track.stem_classes.tolist() == [e_piano]
+    np.testing.assert_array_equal(track.stems[0], expected_stem(track_dir, ["S00", "S02"]))
+
+
 def test_drum_plugin_with_other_program_is_drums_and_filtered():
     stem = slakh_tracks.StemInfo("S00", program_num=0, plugin_name="pop_kit",
                                  midi_saved=True, audio_rendered=True)

@@ -17,7 +17,9 @@ def test_every_stage_has_full_and_runlocal_variants(name):
     module = importlib.import_module(f"configs.{name}")
     full, local = module.get_config(), module.get_config("runlocal")
     assert full.stage == local.stage and full.stage in ("ir", "transcription", "separation", "joint")
-    assert local.total_steps < full.total_steps and local.data.clip_seconds < full.data.clip_seconds
+    # Full size: the reference's epochs of the training split built; runlocal: a few steps.
+    assert full.total_steps == 0 and full.epochs > 0 and local.total_steps > 0
+    assert local.data.clip_seconds < full.data.clip_seconds
     assert full.data.clip_seconds == 10.0 and full.optimizer.warmup_steps == 1000
     assert module.__doc__ and "launch/train.py" in module.__doc__
 
@@ -32,31 +34,29 @@ def test_reference_defaults():
     assert importlib.import_module("configs.joint_pretrained").get_config().require_init_from
 
 
-# Reference length per stage: (epochs, batch) of its config, an epoch being one crop of each of
-# Slakh2100's 1500 training tracks; and its validation cadence in epochs.
+# Reference length per stage: (epochs, batch) of its config and its validation cadence in epochs;
+# in steps on Slakh2100's 1500 training tracks and on the redux split's 1289.
 REFERENCE_LENGTHS = {
-    "ir": (300, 32, 10, 14_100),
-    "transcription": (1000, 2, 50, 750_000),
-    "separation": (500, 4, 5, 187_500),
-    "joint_scratch": (500, 2, 5, 375_000),
-    "joint_pretrained": (500, 2, 5, 375_000),
+    "ir": (300, 32, 10, 14_100, 12_300),
+    "transcription": (1000, 2, 50, 750_000, 645_000),
+    "separation": (500, 4, 5, 187_500, 161_500),
+    "joint_scratch": (500, 2, 5, 375_000, 322_500),
+    "joint_pretrained": (500, 2, 5, 375_000, 322_500),
 }
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_full_size_stages_train_as_long_as_the_reference(name):
-    epochs, batch, eval_epochs, steps = REFERENCE_LENGTHS[name]
+def test_full_size_stages_train_as_many_epochs_as_the_reference(name):
+    from jointist_jax.train.epochs import steps_for_epochs
+
+    epochs, batch, eval_epochs, steps, redux_steps = REFERENCE_LENGTHS[name]
     config = importlib.import_module(f"configs.{name}").get_config()
     assert config.data.global_batch == batch
-    assert config.total_steps == steps == epochs * -(-1500 // batch)
-    assert config.eval_every == eval_epochs * -(-1500 // batch)
-
-
-def test_steps_for_epochs():
-    assert defaults.steps_for_epochs(300, 32) == 300 * 47
-    assert defaults.steps_for_epochs(2, 3, tracks=7) == 6
-    with pytest.raises(ValueError, match="positive epochs"):
-        defaults.steps_for_epochs(0, 32)
+    assert (config.epochs, config.eval_every_epochs) == (epochs, eval_epochs)
+    assert (config.total_steps, config.eval_every) == (0, 0)  # taken from the epochs
+    assert steps_for_epochs(config.epochs, batch, 1500) == steps
+    assert steps_for_epochs(config.epochs, batch, 1289) == redux_steps
+    assert steps_for_epochs(config.eval_every_epochs, batch, 1500) == eval_epochs * -(-1500 // batch)
 
 
 def test_config_arguments_are_checked():

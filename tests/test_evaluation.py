@@ -161,6 +161,66 @@ def test_recognition_is_also_scored_on_the_papers_fixed_crop(runs, tiny_tfds_dir
     assert "recognition/ir_mAP/macro" in s  # ours, over whole songs, stays beside it
 
 
+class CropSeparator:
+    """A standalone separator that records its calls: each class's stem is half the mix."""
+
+    can_transcribe = can_recognize = False
+    can_separate = True
+    spec = WindowSpec()
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, waveform, class_ids, *, separate=False, progress=None):
+        assert separate
+        self.calls.append((np.asarray(waveform), list(class_ids)))
+        stems = np.stack([0.5 * np.asarray(waveform)] * len(class_ids))
+        return SongPrediction(class_ids=list(class_ids), reg_onset_output=None, frame_output=None, waveform=stems)
+
+
+def test_standalone_separator_is_also_scored_on_the_papers_fixed_crop(runs, tiny_tfds_dir, monkeypatch):
+    """As the reference tests its S baseline: one crop per song (shrunk to 2 s from 1 s on for the
+    5-s songs), its labelled classes separated from the crop alone."""
+    from jointist_jax.metrics import recognition_metrics
+    from jointist_jax.metrics.separation_metrics import sdr
+
+    fake = CropSeparator()
+    monkeypatch.setattr(runner, "Predictor", lambda *a, **k: fake)
+    monkeypatch.setattr(runner, "PAPER_CROP", recognition_metrics.PaperCropProtocol(2.0, 1.0, 1.0))
+    result = evaluate_run(runs["separation"], tiny_tfds_dir, EvalOptions(split=SPLIT, media_songs=0))
+    songs = list(tracks.iterate_tracks(tiny_tfds_dir, SPLIT))
+    crop_calls = fake.calls[0::2]  # per song: its crop, then the whole song
+    assert len(fake.calls) == 4
+    every, per_song = [], []
+    for song, (waveform, classes), row in zip(songs, crop_calls, result.songs):
+        n = song.notes
+        inside = ((1.0 < n.onsets) & (n.onsets < 3.0)) | ((1.0 < n.offsets) & (n.offsets < 3.0))
+        assert classes == sorted(set(n.classes[inside].tolist()))
+        mix = song.mix[16000:48000]
+        assert np.array_equal(waveform, mix)
+        expected = {c: sdr(song.stems[c][16000:48000], 0.5 * mix) for c in classes if c in song.stems}
+        assert row["sdr_paper_compat"] == pytest.approx({instruments.CLASS_NAMES[c]: v for c, v in expected.items()})
+        every += list(expected.values())
+        per_song.append(np.mean(list(expected.values())))
+    s = result.scalars
+    assert s["gt_instruments/sdr_paper_compat/num_crops"] == 2.0
+    assert s["gt_instruments/sdr_paper_compat/source_wise"] == pytest.approx(np.mean(every))
+    assert s["gt_instruments/sdr_paper_compat/piece_wise"] == pytest.approx(np.mean(per_song))
+    # Whole songs stay beside it, and differ from it.
+    whole = [sdr(song.stems[c], 0.5 * song.mix) for song in songs for c in song.classes if c in song.stems]
+    assert s["gt_instruments/sdr/source_wise"] == pytest.approx(np.mean(whole))
+    assert s["gt_instruments/sdr/source_wise"] != pytest.approx(s["gt_instruments/sdr_paper_compat/source_wise"])
+    assert "gt_instruments/sdr_paper_compat" in reporting.charted_metrics(result)
+
+
+def test_joint_model_has_no_crop_separation_score(runs, tiny_tfds_dir, monkeypatch):
+    """The reference tests its joint model on whole songs only."""
+    monkeypatch.setattr(runner, "Predictor", lambda *a, **k: OraclePredictor(tiny_tfds_dir))
+    result = evaluate_run(runs["joint"], tiny_tfds_dir, EvalOptions(split=SPLIT, media_songs=0, max_songs=1))
+    assert "gt_instruments/sdr/source_wise" in result.scalars
+    assert not any("sdr_paper_compat" in name for name in result.scalars)
+
+
 # ------------------------------------------------------------------------------ real models
 @pytest.mark.slow
 def test_joint_run_with_recognizer_reports_both_settings_and_writes_everything(runs, tiny_tfds_dir, tmp_path):

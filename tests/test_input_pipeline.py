@@ -436,6 +436,45 @@ def test_crop_that_stays_silent_gets_all_negative_rows():
     assert not out["mask_roll"].any() and out["source_valid"].tolist() == [1, 1, 1]
 
 
+def test_tracks_shorter_than_one_clip_are_left_out_of_training():
+    """The reference refuses a track shorter than one crop; no zero-padded crop is drawn from it."""
+    clip = SR
+    index = records.RecordIndex(
+        files=[], file_index=np.zeros(3, np.int32), offset=np.zeros(3, np.int64), length=np.zeros(3, np.int64),
+        track_id=np.array(["long", "short", "exact"]), window_index=np.zeros(3, np.int64),
+        window_start=np.zeros(3, np.int64), track_length=np.array([3 * SR, SR - 1, SR], np.int64))
+    table = pipeline.crop_table(index, clip, hop_samples=None)
+    assert np.diff(table.cumulative).tolist() == [2 * SR + 1, 0, 1]
+    tracks = pipeline.TrackStarts.of(index, table)
+    assert len(tracks) == 2 and tracks.track_of_record.tolist() == [0, -1, 1]
+    assert pipeline.eval_crops(index, table, clip, SR, offset_seconds=1.0) == [(0, SR), (2, 0)]  # nor validated
+
+
+def test_validation_split_without_a_long_enough_track_is_an_error(data_dir, monkeypatch):
+    monkeypatch.setattr(pipeline, "eval_crops", lambda *a, **k: [])  # every track shorter than a clip
+    with pytest.raises(ValueError, match="'validation' .* has no track at least one 1.0-s clip long"):
+        make(data_dir, split="validation", random_crop=False)
+
+
+def test_silent_or_note_less_evaluation_crop_moves_on_by_one_second():
+    """As the reference's validation loop: a track's only note is at 2.5 s (in its second window),
+    so the candidates at 0 s and 1 s hold no note and the crop starts at 2 s."""
+    first = _record([], length=3 * SR, track_length=5 * SR)
+    second = _record([0.5], length=3 * SR, track_length=5 * SR, window_index=1, window_start=2 * SR)
+    index = records.RecordIndex(
+        files=[], file_index=np.zeros(2, np.int32), offset=np.zeros(2, np.int64), length=np.zeros(2, np.int64),
+        track_id=np.array(["T", "T"]), window_index=np.array([0, 1]), window_start=np.array([0, 2 * SR]),
+        track_length=np.array([5 * SR, 5 * SR]))
+    table = pipeline.crop_table(index, CLIP, hop_samples=2 * SR)
+    (crop,) = pipeline.eval_crops(index, table, CLIP, SR, offset_seconds=0.0)
+    assert crop == (0, 0)
+    record, start = pipeline.audible_eval_crop(index, table, crop, [first, second].__getitem__, SPEC)
+    assert record is second and start == 2 * SR
+    # A track with no audible candidate keeps the last one (the reference would loop forever).
+    record, start = pipeline.audible_eval_crop(index, table, crop, [first, first].__getitem__, SPEC)
+    assert start == 4 * SR
+
+
 def test_record_shorter_than_the_crop_raises():
     record = _record([0.1], length=SR // 2, track_length=3 * SR)
     with pytest.raises(ValueError, match="too few samples"):

@@ -196,6 +196,26 @@ def test_flat_paper_compat_decodes_like_the_reference():
         fused_notes.fused_flat_notes({PIANO: ref_roll}, {PIANO: frame}, {}, frame_threshold=0.1, onset_threshold=0.1)
 
 
+def test_flat_paper_compat_leaves_out_missed_and_false_positive_instruments():
+    """Predicted instruments: piano found exactly, guitar missed (not predicted), strings predicted
+    but not in the reference. Ours counts the guitar's notes as missed and the strings' as false;
+    the reference's flat rolls hold only the piano, as its scoring loop does."""
+    STRINGS = 15
+    piano, guitar, strings = notes((0.0, 0.5, 60)), notes((1.0, 1.5, 67)), notes((2.0, 2.5, 72))
+    ref = {PIANO: piano, GUITAR: guitar}
+    ref_rolls = {PIANO: _roll_of(piano), GUITAR: _roll_of(guitar)}
+    est = {PIANO: piano, STRINGS: strings}
+    est_frames = {PIANO: _roll_of(piano), STRINGS: _roll_of(strings)}
+    est_onsets = {PIANO: _onset_roll_of(piano), STRINGS: _onset_roll_of(strings)}
+    scores = song_transcription_scores(ref, est, ref_rolls, est_frames, est_onset_rolls=est_onsets)
+    assert scores.flat["note_recall"] == 0.5 and scores.flat["note_precision"] == 0.5
+    assert scores.flat["note_recall_paper_compat"] == 1.0 and scores.flat["note_precision_paper_compat"] == 1.0
+    # Nothing both labelled and predicted: no flat paper score for the song (ours scores 0).
+    only_false = song_transcription_scores(ref, {STRINGS: strings}, ref_rolls, {STRINGS: _roll_of(strings)},
+                                           est_onset_rolls={STRINGS: _onset_roll_of(strings)})
+    assert only_false.flat["note_f1"] == 0.0 and "note_f1_paper_compat" not in only_false.flat
+
+
 def test_flat_paper_compat_needs_onset_rolls():
     ref_rolls = {PIANO: _roll_of(REF)}
     without = song_transcription_scores({PIANO: REF}, {PIANO: REF}, ref_rolls, ref_rolls)

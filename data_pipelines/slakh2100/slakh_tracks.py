@@ -26,7 +26,9 @@ Audio: every FLAC is mixed down to mono (channel mean) and resampled to the targ
 The reference used torchaudio's sinc-Hann resampler; the two agree up to the filter's
 transition band just below 8 kHz. A stem is a class stem only if ``midi_saved`` and
 ``audio_rendered`` are true; stems of one class are summed in float32 (docs/deviations.md 17) and stored
-as ``int16(clip(round(x * 32767), -32768, 32767))``. Stems are cut or zero-padded to the mix
+as ``int16(clip(round(x * 32767), -32768, 32767))``. A class without any labelled note (every
+stem of it note-less after the label filters, e.g. a MIDI track without a note over silent
+audio) gets no class stem: it is neither a label nor a separation target (docs/deviations.md 33). Stems are cut or zero-padded to the mix
 length; a stem more than :data:`MAX_LENGTH_MISMATCH_SECONDS` longer or shorter than the mix
 means a broken track.
 
@@ -302,7 +304,10 @@ def load_track(track_dir: str, sample_rate: int = music.SAMPLE_RATE, clip_sample
         raise TrackSkipped(track_id, "no notes (no MIDI note inside the audio after the label "
                                      "filters)")
 
-    stem_classes = np.asarray(sorted(class_audio), dtype=np.int32)
+    # A class with no labelled note is not in the track (its stems play nothing we label, e.g. an
+    # empty MIDI track over silence): no label, and no class stem either (docs/deviations.md 33).
+    labelled = set(notes["note_class"].tolist())
+    stem_classes = np.asarray(sorted(c for c in class_audio if c in labelled), dtype=np.int32)
     stem_audio = (np.stack([to_int16(class_audio[c]) for c in stem_classes]) if class_audio
                   else np.zeros((0, n), np.int16))
     return Track(track_id=track_id, mix=to_int16(mix), stem_classes=stem_classes,

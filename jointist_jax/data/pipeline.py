@@ -22,10 +22,12 @@ Design (docs/reference.md §4.3, §3.1; docs/deviations.md 8, 12, 13, 14, 29, 30
 * Silent crops: as the reference, a crop whose audio is all zeros or that holds no labelled note
   is redrawn uniformly over its whole track, at most :data:`MAX_CROP_REDRAWS` times (the
   reference has no bound); a crop that stays silent gets all-negative rows (:mod:`sampler`).
-* Evaluation (``random_crop=False``, docs/deviations.md 13): one crop per track starting at
-  :data:`EVAL_OFFSET_SECONDS` (10 s), or at 0 when the track is shorter than the offset plus one
-  clip (20 s for 10-s clips); tracks in dataset order, dealt round-robin to hosts; one finite pass;
-  rows sampled with ``default_rng([seed, 2, track_position])``; the last batch is padded by
+* Evaluation (``random_crop=False``, docs/deviations.md 13, 35): one crop per track, the first
+  candidate starting at :data:`EVAL_OFFSET_SECONDS` (10 s), or at 0 when the track is shorter
+  than the offset plus one clip (20 s for 10-s clips); as the reference, a silent or note-less
+  candidate moves on by :data:`EVAL_STEP_SECONDS` (at most :data:`MAX_CROP_REDRAWS` times, and
+  not past the track's end); tracks in dataset order, dealt round-robin to hosts; one finite pass;
+  rows sampled with ``default_rng([seed, 2, track_position])``, the same at every validation; the last batch is padded by
   repeating the host's last crop, with ``valid`` = 0 on the padding rows.
 * Rows are built in numpy inside a ``tf.data`` parallel map (deterministic order), batched,
   prefetched, then each host's batch becomes one global ``jax.Array`` sharded along ``data_axis``.
@@ -50,6 +52,7 @@ LOCAL_WORKERS, REMOTE_WORKERS = 4, 16
 MAX_CROP_REDRAWS = 32
 CROP_SAMPLINGS = ("per_track", "all_audio")
 EVAL_OFFSET_SECONDS = 10.0
+EVAL_STEP_SECONDS = 1.0
 _INFINITE = 1 << 62
 
 
@@ -90,12 +93,14 @@ def resolve_hop(dataset: records.ClipDataset, index: records.RecordIndex) -> int
 
 
 def crop_table(index: records.RecordIndex, clip_samples: int, hop_samples: int | None) -> CropTable:
-    """Valid crop starts per record: ``[k·H, min(k·H + H − 1, N − clip)]`` (start 0 if N < clip).
+    """Valid crop starts per record: ``[k·H, min(k·H + H − 1, N − clip)]``.
 
     Every start of a track lies in exactly one window when ``clip`` equals the dataset's clip (the
     default). With a shorter ``clip``, the last window's starts past ``k·H + H − 1`` (fewer than
     the difference of the clip lengths per track) are not drawn. Without a known hop only
-    single-window tracks can be indexed (their window is the whole track).
+    single-window tracks can be indexed (their window is the whole track). A track shorter than
+    one clip has no valid start: training leaves it out, as the reference refuses such tracks
+    (docs/deviations.md 34).
     """
     ws, n = index.window_start, index.track_length
     lo = ws.copy()
@@ -105,9 +110,6 @@ def crop_table(index: records.RecordIndex, clip_samples: int, hop_samples: int |
         hi = n - clip_samples
     else:
         hi = np.minimum(ws + hop_samples - 1, n - clip_samples)
-    # A track shorter than one clip still gives one (zero-padded) crop from its first window.
-    short = (n < clip_samples) & (index.window_index == 0)
-    hi = np.where(short, 0, hi)
     counts = np.maximum(hi - lo + 1, 0)
     return CropTable(lo=lo, hi=hi, cumulative=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
@@ -207,20 +209,56 @@ def eval_crop_start(track_length: int, clip_samples: int, sample_rate: int,
     return offset if track_length >= offset + clip_samples else 0
 
 
+def eval_record(index: records.RecordIndex, table: CropTable, rows: np.ndarray, start: int) -> int:
+    """The record among ``rows`` (one track's records) that holds a crop starting at ``start``."""
+    inside = rows[(table.lo[rows] <= start) & (start <= table.hi[rows])]
+    if len(inside) == 0:
+        # The start falls between two windows' start ranges: use the window that holds it.
+        inside = rows[index.window_start[rows] <= start][-1:]
+    return int(inside[0])
+
+
 def eval_crops(index: records.RecordIndex, table: CropTable, clip_samples: int, sample_rate: int,
                offset_seconds: float = EVAL_OFFSET_SECONDS) -> list[tuple[int, int]]:
-    """One ``(record, start)`` per track, in order of the tracks' first records."""
+    """The first candidate ``(record, start)`` of each track with a valid crop (one shorter than a
+    clip has none and is left out, as the reference refuses it), in order of the tracks' first
+    records. :func:`next_eval_starts` gives the later candidates."""
     crops = []
     order = dict.fromkeys(index.track_id.tolist())
     for track in order:
         rows = np.flatnonzero(index.track_id == track)
+        if int(index.track_length[rows[0]]) < clip_samples:
+            continue
         start = eval_crop_start(int(index.track_length[rows[0]]), clip_samples, sample_rate, offset_seconds)
-        inside = rows[(table.lo[rows] <= start) & (start <= table.hi[rows])]
-        if len(inside) == 0:
-            # The start falls between two windows' start ranges: use the window that holds it.
-            inside = rows[index.window_start[rows] <= start][-1:]
-        crops.append((int(inside[0]), start))
+        crops.append((eval_record(index, table, rows, start), start))
     return crops
+
+
+def next_eval_starts(start: int, track_length: int, clip_samples: int, sample_rate: int,
+                     step_seconds: float = EVAL_STEP_SECONDS) -> range:
+    """The later candidates of a fixed evaluation crop: every ``step_seconds`` after ``start``
+    while the crop fits the track (the reference's loop over silent or note-less crops)."""
+    step = int(round(step_seconds * sample_rate))
+    return range(start + step, track_length - clip_samples + 1, step)
+
+
+def audible_eval_crop(index: records.RecordIndex, table: CropTable, first: tuple[int, int], read,
+                      spec: "ExampleSpec"):
+    """``(record, start)`` of a track's evaluation crop: ``first`` (from :func:`eval_crops`), or the
+    first later candidate (:func:`next_eval_starts`) that is audible, as the reference's loop; the
+    last candidate looked at if none is. ``read(record)`` gives a record."""
+    record, start = first
+    rows = np.flatnonzero(index.track_id == index.track_id[record])
+    later = iter(next_eval_starts(start, int(index.track_length[record]), spec.clip_samples, spec.sample_rate))
+    last = [first]
+
+    def advance():  # the next candidate; the last one again once the track ends
+        candidate = next(later, None)
+        if candidate is not None:
+            last[0] = (eval_record(index, table, rows, candidate), candidate)
+        return last[0]
+
+    return draw_audible_crop(first, advance, read, spec)
 
 
 # --- one example ----------------------------------------------------------------------------------
@@ -396,6 +434,9 @@ class InputPipeline:
             self._slots = None
         else:
             crops = eval_crops(self.index, self.table, clip, self.dataset.sample_rate, eval_offset_seconds)
+            if not crops:
+                raise ValueError(f"split {split!r} of {str(self.dataset.path)!r} has no track at least one "
+                                 f"{clip_seconds}-s clip long")
             mine = list(range(process_index, len(crops), process_count))
             most = math.ceil(len(crops) / process_count)
             self.steps_per_epoch = math.ceil(most / self.local_batch)
@@ -434,7 +475,9 @@ class InputPipeline:
         if self._slots is not None:
             position, record, start, valid = self._slots[i]
             rng = np.random.default_rng([self.seed, 2, position])
-            return build_example(self.reader.read_lazy(record), start, rng, self.spec, valid=valid)
+            record_data, start = audible_eval_crop(self.index, self.table, (record, start), self.reader.read_lazy,
+                                                   self.spec)
+            return build_example(record_data, start, rng, self.spec, valid=valid)
         g = self.global_example(i)
         epoch, j = divmod(g, self.examples_per_epoch)
         rng = np.random.default_rng([self.seed, 0, g])

@@ -34,7 +34,7 @@ from jointist_jax.inference.outputs import stem_filename
 from jointist_jax.music import SAMPLE_RATE
 
 METRICS_FILE = run_dir.METRICS_FILE
-_CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "ap", "ap_paper_compat")
+_CHARTED_SUFFIXES = ("f1", "f1_paper_compat", "sdr", "sdr_paper_compat", "ap", "ap_paper_compat")
 
 
 def charted_metrics(result: EvalResult) -> list[str]:
@@ -46,7 +46,7 @@ def charted_metrics(result: EvalResult) -> list[str]:
 def _chart(result: EvalResult, name: str) -> bytes:
     metric = name.rsplit("/", 1)[-1]
     return charts.bar_chart_png(result.per_class[name], title=f"{name} (step {result.step}, {result.split})",
-                                ylabel="dB" if metric == "sdr" else metric)
+                                ylabel="dB" if metric.startswith("sdr") else metric)
 
 
 def _pianoroll(result: EvalResult, media) -> bytes:
@@ -129,7 +129,8 @@ def format_summary(result: EvalResult, *, headline_only: bool = False) -> str:
     """A readable table of the scalars (only the paper's headline ones with ``headline_only``)."""
     headline = ("note_f1/flat", "note_f1/instrument_wise", "note_f1/piece_wise", "note_with_offset_f1/flat",
                 "frame_f1/flat", "note_f1_paper_compat/flat", "mt3/onset_offset_program_f1/full_program",
-                "sdr/source_wise", "sdr/piece_wise", "sdr/instrument_wise", "ir_mAP/macro", "ir_f1/macro",
+                "sdr/source_wise", "sdr/piece_wise", "sdr/instrument_wise", "sdr_paper_compat/source_wise",
+                "ir_mAP/macro", "ir_f1/macro",
                 "ir_f1/samples", "ir_mAP_paper_compat/macro", "ir_f1_paper_compat/macro")
     names = sorted(result.scalars)
     if headline_only:

@@ -15,8 +15,12 @@ end-to-end setting and the recognition metrics.
 
 Recognition is scored twice: over whole songs (ours: each song's aggregated window
 probabilities) and, as ``_paper_compat``, on the one fixed 10-s crop per song that the reference
-scores (``recognition_metrics.paper_crop``). Transcription's flat note F1 likewise has a
-``_paper_compat`` variant that decodes the OR of the instruments' rolls, as the reference does.
+scores (``recognition_metrics.paper_crop``). A standalone separator (a ``separation`` run) is
+likewise scored on whole songs and, as ``sdr_paper_compat``, on that crop of each song with the
+crop's labelled classes, as the reference tests its ``S`` baseline (docs/deviations.md 32); the
+joint model's reference test uses whole songs, so it has no crop score. Transcription's flat note
+F1 has a ``_paper_compat`` variant that decodes the OR of the instruments' rolls, as the
+reference does.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from jointist_jax import instruments, run_dir
 from jointist_jax.data import tracks as tracks_lib
 from jointist_jax.metrics import (aggregate_separation, aggregate_transcription, recognition_scores,
                                      song_separation_scores, song_transcription_scores)
-from jointist_jax.metrics import recognition_metrics
+from jointist_jax.metrics import recognition_metrics, separation_metrics
 from jointist_jax.evaluation import references
 from jointist_jax.inference import loading
 from jointist_jax.inference import songs as songs_lib
@@ -45,7 +49,8 @@ logger = logging.getLogger(__name__)
 GT = "gt_instruments"
 PREDICTED = "predicted_instruments"
 RECOGNITION = "recognition"
-# The reference's fixed evaluation crop (10 s from 11 s on); tests shrink it for short songs.
+# The reference's fixed evaluation crop of recognition and of the standalone separator (10 s from
+# 11 s on); tests shrink it for short songs.
 PAPER_CROP = recognition_metrics.PaperCropProtocol()
 
 
@@ -132,6 +137,22 @@ def _song_probability(window_probabilities: np.ndarray, aggregate: str) -> np.nd
     return window_probabilities.mean(axis=0)
 
 
+def _crop_separation_scores(predictor: Predictor, track: tracks_lib.Track,
+                            crop: recognition_metrics.PaperCrop) -> separation_metrics.SongSeparationScores:
+    """SDR of the standalone separator on the reference's crop of a track: the crop's labelled
+    classes, each separated from the crop of the mix alone and scored against its stem's crop
+    (a class without stem audio is skipped, docs/deviations.md 16)."""
+    classes = [int(c) for c in np.flatnonzero(crop.labels)]
+    window = slice(crop.start, crop.stop)
+    prediction = predictor.predict(track.mix[window], classes, separate=True)
+    estimates = dict(zip(prediction.class_ids, prediction.waveform))
+    sources = {}
+    for c in classes:
+        stem = track.stems.get(c)
+        sources[c] = (None if stem is None else stem[window], estimates[c])
+    return separation_metrics.song_separation_scores(sources, song=track.track_id)
+
+
 def load_models(run_path: str | os.PathLike, ir_path: str | os.PathLike | None):
     """``(model or None, recognizer or None, run config, step)`` of a run (and an optional ir run)."""
     config = loading.read_run_config(run_path, role="--workdir")
@@ -161,6 +182,8 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
     predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
                           max_rows=options.max_rows)
     transcribe, separate = predictor.can_transcribe, predictor.can_separate
+    # The reference tests its standalone separator (no transcriber) on one crop per track.
+    crop_separation = separate and not transcribe
     settings = [GT] if (transcribe or separate) else []
     if recognizer is not None and settings:
         settings.append(PREDICTED)
@@ -169,6 +192,7 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
     separation_scores = {s: [] for s in settings}
     labels, song_probabilities = [], []
     crop_labels, crop_probabilities = [], []
+    crop_separation_scores = []
     songs, media = [], []
     for index, track in enumerate(tracks_lib.iterate_tracks(data_dir, options.split)):
         if options.max_songs and index >= options.max_songs:
@@ -185,19 +209,26 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
         ref_rolls = (references.reference_frame_rolls(ref_notes, predictor.spec.num_frames(len(track.mix)))
                      if transcribe else None)
         setting_classes = {GT: present}
+        crop = None
+        if recognizer is not None or crop_separation:
+            crop = recognition_metrics.paper_crop(track.mix, track.notes.onsets, track.notes.offsets,
+                                                  track.notes.classes, sample_rate=SAMPLE_RATE,
+                                                  protocol=PAPER_CROP)
+            if crop is not None:
+                summary["paper_compat_crop_seconds"] = [crop.start / SAMPLE_RATE, crop.stop / SAMPLE_RATE]
+        if crop is not None and crop_separation:
+            scores = _crop_separation_scores(predictor, track, crop)
+            crop_separation_scores.append(scores)
+            summary["sdr_paper_compat"] = {instruments.CLASS_NAMES[c]: v for c, v in scores.sdr.items()}
         if recognizer is not None:
             choice = songs_lib.choose_instruments(predictor, track.mix, options)
             labels.append(references.recognition_labels(track, instruments.NUM_CLASSES))
             song_probabilities.append(_song_probability(choice.window_probabilities, options.ir_aggregate))
             summary["recognized_instruments"] = _class_names(choice.detected)
-            crop = recognition_metrics.paper_crop(track.mix, track.notes.onsets, track.notes.offsets,
-                                                  track.notes.classes, sample_rate=SAMPLE_RATE,
-                                                  protocol=PAPER_CROP)
             if crop is not None:
                 # One 10-s window: the crop (zero-padded if the song ends inside it).
                 crop_probabilities.append(predictor.recognize(track.mix[crop.start:crop.stop])[0])
                 crop_labels.append(crop.labels)
-                summary["paper_compat_crop_seconds"] = [crop.start / SAMPLE_RATE, crop.stop / SAMPLE_RATE]
             if choice.detected_none:  # every class is processed (docs/reference.md §6.1)
                 summary["recognizer_detected_none"] = True
             setting_classes[PREDICTED] = choice.classes
@@ -250,6 +281,11 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
             add(setting, aggregate_transcription(transcription_scores[setting]))
         if separate:
             add(setting, aggregate_separation(separation_scores[setting]))
+    if crop_separation:
+        # Songs not longer than one crop, or with no qualifying crop, have none (left out, counted).
+        scalars[f"{GT}/sdr_paper_compat/num_crops"] = float(len(crop_separation_scores))
+        if crop_separation_scores:
+            add(GT, separation_metrics.paper_compat_separation_scores(crop_separation_scores))
     if recognizer is not None:
         add(RECOGNITION, recognition_scores(np.stack(labels), np.stack(song_probabilities),
                                             threshold=options.ir_threshold))

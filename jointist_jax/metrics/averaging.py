@@ -18,6 +18,10 @@ import numpy as np
 
 from jointist_jax import instruments
 
+# What follows the name of a metric computed as the reference computes it, where ours differs
+# (docs/deviations.md 18, 23, 24, 32).
+PAPER_COMPAT = "_paper_compat"
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricReport:
@@ -30,6 +34,17 @@ class MetricReport:
 
     scalars: dict[str, float]
     per_class: dict[str, dict[str, float]]
+
+    def with_suffix(self, suffix: str) -> "MetricReport":
+        """The same report with ``suffix`` after each metric's name, before any ``/average``:
+        ``ir_f1/macro`` -> ``ir_f1_paper_compat/macro``, ``ap`` -> ``ap_paper_compat``."""
+
+        def rename(name: str) -> str:
+            metric, slash, average = name.partition("/")
+            return metric + suffix + slash + average
+
+        return MetricReport(scalars={rename(k): v for k, v in self.scalars.items()},
+                            per_class={rename(k): v for k, v in self.per_class.items()})
 
 
 def per_class_means(values: Sequence[Mapping[int, float]]) -> dict[int, float]:

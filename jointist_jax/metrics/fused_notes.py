@@ -63,6 +63,12 @@ def fused_flat_notes(ref_rolls: Mapping[int, np.ndarray], est_frame_rolls: Mappi
                      onset_threshold: float, where: str = "") -> tuple[Notes, Notes]:
     """``(reference, estimate)`` flat note lists as the reference builds them (module docstring).
 
+    Only classes with both a reference roll and an estimate enter either OR: the reference adds an
+    instrument to its flat rolls inside its per-instrument scoring loop, which runs over the
+    predicted instruments and skips one without a target (a false positive); an instrument it did
+    not predict (a miss) never enters the loop. With the labelled instruments as conditions both
+    sets are the same.
+
     Args:
       ref_rolls: class index -> (T, 88) 0/1 target frame roll.
       est_frame_rolls, est_onset_rolls: class index -> (T, 88) frame / onset posteriorgrams, same
@@ -78,6 +84,10 @@ def fused_flat_notes(ref_rolls: Mapping[int, np.ndarray], est_frame_rolls: Mappi
         if np.shape(est_frame_rolls[cls]) != np.shape(est_onset_rolls[cls]):
             raise ValueError(f"{where}: class {cls} has frame roll {np.shape(est_frame_rolls[cls])} and onset roll "
                              f"{np.shape(est_onset_rolls[cls])}; they must have the same shape")
+    both = set(ref_rolls) & set(est_frame_rolls)
+    ref_rolls = {c: r for c, r in ref_rolls.items() if c in both}
+    est_frame_rolls = {c: r for c, r in est_frame_rolls.items() if c in both}
+    est_onset_rolls = {c: r for c, r in est_onset_rolls.items() if c in both}
     ref_or = or_rolls(ref_rolls, frame_threshold, f"{where} ref_rolls")
     ref = Notes.empty() if ref_or is None else decode_roll(ref_or, ref_or)
     est_frames = or_rolls(est_frame_rolls, frame_threshold, f"{where} est_rolls")

@@ -43,7 +43,7 @@ import numpy as np
 from sklearn import metrics
 
 from jointist_jax import instruments
-from jointist_jax.metrics.averaging import MetricReport
+from jointist_jax.metrics.averaging import PAPER_COMPAT, MetricReport
 
 THRESHOLD = 0.5
 AVERAGES = ("micro", "macro", "weighted", "samples")
@@ -100,9 +100,6 @@ def recognition_scores(labels, probabilities, *, threshold: float = THRESHOLD) -
     per_class = {key: dict(zip(names, map(float, values)))
                  for key, values in (("ap", ap), ("precision", p), ("recall", r), ("f1", f))}
     return MetricReport(scalars=scalars, per_class=per_class)
-
-
-PAPER_COMPAT = "_paper_compat"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,11 +177,4 @@ def paper_compat_recognition_scores(labels, probabilities, *, threshold: float =
     """:func:`recognition_scores` of the reference's crops (one per track, :func:`paper_crop`), with
     ``_paper_compat`` after each metric's name (``ir_f1/macro`` -> ``ir_f1_paper_compat/macro``,
     ``ap`` -> ``ap_paper_compat``)."""
-    report = recognition_scores(labels, probabilities, threshold=threshold)
-
-    def rename(name: str) -> str:
-        metric, slash, average = name.partition("/")
-        return metric + PAPER_COMPAT + slash + average
-
-    return MetricReport(scalars={rename(k): v for k, v in report.scalars.items()},
-                        per_class={rename(k): v for k, v in report.per_class.items()})
+    return recognition_scores(labels, probabilities, threshold=threshold).with_suffix(PAPER_COMPAT)

@@ -1,4 +1,4 @@
-"""Separation metric of the Jointist paper: plain SNR-style SDR on full songs (docs/reference.md §7.4).
+"""Separation metric of the Jointist paper: plain SNR-style SDR (docs/reference.md §7.4).
 
 ``SDR(ref, est) = 10 * (log10(max(mean(ref^2), 1e-8)) - log10(max(mean((est - ref)^2), 1e-8)))``
 
@@ -23,6 +23,13 @@ name                        meaning
 ==========================  ================================================================
 
 :attr:`MetricReport.per_class` has ``sdr``: {class name: mean over the songs containing it}.
+
+Whole songs are what we score. The reference scores its standalone separator (the ``S`` baseline)
+on one fixed 10-s crop per test track instead (docs/deviations.md 32): the crop of
+:func:`jointist_jax.metrics.recognition_metrics.paper_crop`, its classes those with a labelled
+note in it. :func:`paper_compat_separation_scores` aggregates such crops' scores under the same
+names with ``_paper_compat`` after the metric (``sdr_paper_compat/source_wise``, per-class
+``sdr_paper_compat``, ...).
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import numpy as np
 
 from jointist_jax import instruments
 from jointist_jax.metrics.matching import validate_class
-from jointist_jax.metrics.averaging import MetricReport, by_class_name, per_class_means, song_class_means
+from jointist_jax.metrics.averaging import (PAPER_COMPAT, MetricReport, by_class_name, per_class_means,
+                                            song_class_means)
 
 POWER_FLOOR = 1e-8  # calculate_sdr's clamp on both powers
 
@@ -110,3 +118,9 @@ def aggregate_separation(songs: Sequence[SongSeparationScores]) -> MetricReport:
     scalars["sdr/num_sources"] = float(sum(len(v) for v in values))
     scalars["sdr/num_skipped"] = float(sum(len(s.skipped) for s in songs))
     return MetricReport(scalars=scalars, per_class={"sdr": by_class_name(per_class_means(values))})
+
+
+def paper_compat_separation_scores(crops: Sequence[SongSeparationScores]) -> MetricReport:
+    """:func:`aggregate_separation` of the reference's crops (one per track, each scored with
+    :func:`song_separation_scores`), with ``_paper_compat`` after each metric's name."""
+    return aggregate_separation(crops).with_suffix(PAPER_COMPAT)

@@ -28,7 +28,10 @@ non-drum rolls. Merging note lists needs no decoder and keeps the reference note
 The flat ``_paper_compat`` note scores follow the reference instead (given the rolls and the
 estimated onset rolls): it ORs the rolls and decodes them again (:mod:`fused_notes`; the target
 roll through the onset-gated decoder, so reference notes become maximal runs of active frames),
-and passes MIDI numbers as Hz. The two flat lists differ where notes of one pitch touch or
+and passes MIDI numbers as Hz. Its ORs hold only the classes both in the reference and
+estimated, as the reference's scoring loop does: with predicted instruments, a false-positive
+instrument's notes and a missed instrument's notes are left out of it (ours counts them); a
+song with no such non-drum class has no flat ``_paper_compat`` score. The two flat lists differ where notes of one pitch touch or
 overlap in time, across instruments or repeated in one: the merged lists keep every note (each
 must be found), the OR'ed rolls fuse them into one.
 
@@ -219,9 +222,10 @@ def song_transcription_scores(ref: SongNotes, est: SongNotes, ref_rolls: Mapping
             fused_ref, fused_est = fused_notes.fused_flat_notes(
                 {c: ref_rolls[c] for c in present}, est_rolls, onset_rolls, frame_threshold=frame_threshold,
                 onset_threshold=onset_threshold, where=f"song {song!r}")
-            paper = (("_paper_compat", True),)
-            flat.update(_note_scores(fused_ref, fused_est, with_offset=False, conventions=paper))
-            flat.update(_note_scores(fused_ref, fused_est, with_offset=True, conventions=paper))
+            if len(fused_ref):  # some non-drum class is both in the reference and estimated
+                paper = (("_paper_compat", True),)
+                flat.update(_note_scores(fused_ref, fused_est, with_offset=False, conventions=paper))
+                flat.update(_note_scores(fused_ref, fused_est, with_offset=True, conventions=paper))
 
     mt3 = {g: mt3_metrics.mt3_counts(ref, est, g) for g in mt3_metrics.GRANULARITIES}
     return SongTranscriptionScores(song=song, per_class=per_class, flat=flat, mt3=mt3)

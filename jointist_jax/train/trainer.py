@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 
 from jointist_jax import run_dir, storage
 from jointist_jax.data import pipeline
-from jointist_jax.train import checkpoints, distributed, model_factory, stages, summaries
+from jointist_jax.train import checkpoints, distributed, epochs, model_factory, stages, summaries
 from jointist_jax.train.optimizer import make_optimizer
 from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step, split_model
 
@@ -216,7 +216,8 @@ def parameter_checksum(state: TrainState) -> float:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains ``config.stage`` in ``workdir`` to ``config.total_steps``; returns the final state."""
+    """Trains ``config.stage`` in ``workdir`` to ``config.total_steps`` (0: ``config.epochs`` epochs of
+    the training split, :mod:`jointist_jax.train.epochs`); returns the final state."""
     stages.get(config.stage)  # an unknown stage is an error before anything is written
     distributed.require_coordination_service()  # several processes must share JAX's preemption service
     if config.get("require_init_from", False) and not config.init_from:
@@ -224,6 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                          "(a transcription workdir or checkpoint)")
     workdir_run = run_dir.RunDir(storage.make_dirs(workdir, role="--workdir"))
     data_dir = storage.require_exists(config.data.data_dir, role="config.data.data_dir", kind="dir")
+    # Epochs of the training split built become steps; the run's saved config holds the steps.
+    config = epochs.resolve_length(config, data_dir)
     mesh = distributed.data_mesh()
     run = Run(config, mesh)
     if jax.process_index() == 0:
