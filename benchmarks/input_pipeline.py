@@ -19,6 +19,8 @@ One function per measurement; each returns a dict of numbers, printed by ``main`
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 import tempfile
 import time
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir
     if data_dir is None:
         data_dir, b = measure_build(args.slakh_dir, args.split, args.workers or 1)
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # the dataset built only to measure
         print(f"build: {b['audio_seconds']:.0f} s of audio in {b['build_seconds']:.1f} s = "
               f"{b['audio_seconds_per_second']:.1f} audio-s/s; "
               f"{b['bytes_per_audio_hour'] / 1e6:.1f} MB per audio hour")
