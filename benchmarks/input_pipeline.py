@@ -100,6 +100,7 @@ def measure_build(slakh_dir: str, split: str, workers: int) -> tuple[str, dict[s
     from data_pipelines import build_slakh
 
     data_dir = tempfile.mkdtemp(prefix="jointist_bench_")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # built only to measure: removed at exit
     summary = build_slakh.build(slakh_dir, data_dir, splits=[split], workers=workers)
     bytes_per_hour = summary.num_bytes / (summary.audio_seconds / 3600.0)
     return data_dir, {
@@ -173,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir
     if data_dir is None:
         data_dir, b = measure_build(args.slakh_dir, args.split, args.workers or 1)
-        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # the dataset built only to measure
         print(f"build: {b['audio_seconds']:.0f} s of audio in {b['build_seconds']:.1f} s = "
               f"{b['audio_seconds_per_second']:.1f} audio-s/s; "
               f"{b['bytes_per_audio_hour'] / 1e6:.1f} MB per audio hour")
