@@ -30,7 +30,9 @@ demo: install
 	bash scripts/demo.sh
 
 # Needs the demo's synthetic dataset (`make demo` first); numbers are recorded in README.md.
+# readme_numbers.py recomputes README.md's deterministic figures and fails if one is stale.
 benchmarks: install
+	$(PY) scripts/readme_numbers.py
 	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
 	$(PY) benchmarks/forward.py --conditions 1,5
 	$(PY) benchmarks/train_step.py

@@ -19,6 +19,8 @@ One function per measurement; each returns a dict of numbers, printed by ``main`
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +100,7 @@ def measure_build(slakh_dir: str, split: str, workers: int) -> tuple[str, dict[s
     from data_pipelines import build_slakh
 
     data_dir = tempfile.mkdtemp(prefix="jointist_bench_")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # built only to measure: removed at exit
     summary = build_slakh.build(slakh_dir, data_dir, splits=[split], workers=workers)
     bytes_per_hour = summary.num_bytes / (summary.audio_seconds / 3600.0)
     return data_dir, {

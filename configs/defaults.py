@@ -11,6 +11,10 @@ from __future__ import annotations
 import ml_collections
 
 
+# The values a config argument may take, where it is not a flag.
+ARG_CHOICES = {"variant": ("narrow", "wide")}
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """Parses ``"flag,key=value"`` into a ConfigDict over ``defaults`` (unknown keys are errors)."""
     parsed = ml_collections.ConfigDict(defaults)
@@ -23,6 +27,8 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
             parsed[key] = value.lower() not in ("0", "false", "no") if value else True
         else:
             parsed[key] = type(default)(value)
+        if key in ARG_CHOICES and parsed[key] not in ARG_CHOICES[key]:
+            raise ValueError(f"config argument {key}={value!r} is not one of {', '.join(ARG_CHOICES[key])}")
     return parsed
 
 

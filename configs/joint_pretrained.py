@@ -18,6 +18,8 @@ Local smoke run (after `transcription:runlocal`):
 
 from configs import joint_scratch
 
+ARGS = joint_scratch.ARGS
+
 
 def get_config(arg: str | None = None):
     config = joint_scratch.get_config(arg)

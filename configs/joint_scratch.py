@@ -18,8 +18,12 @@ Local smoke run: python launch/train.py --config=joint_scratch:runlocal --workdi
 from configs import defaults
 
 
+# The `:ARGS` of --config=NAME:ARGS and their defaults.
+ARGS = dict(variant="narrow", runlocal=False)
+
+
 def get_config(arg: str | None = None):
-    args = defaults.parse_arg(arg, variant="narrow", runlocal=False)
+    args = defaults.parse_arg(arg, **ARGS)
     config = defaults.base_config()
     config.stage = "joint"
     config.data.global_batch = 2

@@ -19,8 +19,12 @@ Local smoke run: python launch/train.py --config=separation:runlocal --workdir=d
 from configs import defaults
 
 
+# The `:ARGS` of --config=NAME:ARGS and their defaults.
+ARGS = dict(runlocal=False)
+
+
 def get_config(arg: str | None = None):
-    args = defaults.parse_arg(arg, runlocal=False)
+    args = defaults.parse_arg(arg, **ARGS)
     config = defaults.base_config()
     config.stage = "separation"
     config.data.global_batch = 4

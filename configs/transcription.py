@@ -24,8 +24,12 @@ Local smoke run (a few minutes on CPU, on the demo's synthetic data):
 from configs import defaults
 
 
+# The `:ARGS` of --config=NAME:ARGS and their defaults.
+ARGS = dict(variant="narrow", runlocal=False)
+
+
 def get_config(arg: str | None = None):
-    args = defaults.parse_arg(arg, variant="narrow", runlocal=False)
+    args = defaults.parse_arg(arg, **ARGS)
     config = defaults.base_config()
     config.stage = "transcription"
     config.data.num_positive = 2

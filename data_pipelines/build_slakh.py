@@ -54,6 +54,7 @@ import tempfile
 import time
 from typing import Sequence
 
+from configs import OneLineHelpFormatter
 from data_pipelines.slakh2100 import slakh_tracks
 from jointist_jax import storage
 from jointist_jax.data import schema
@@ -277,7 +278,7 @@ def _summary(builder, already_built: bool, elapsed: float) -> BuildSummary:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jointist-build-slakh", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=OneLineHelpFormatter)
     parser.add_argument("--slakh_dir", required=True, help="Slakh2100 directory")
     parser.add_argument("--data_dir", required=True, help="TFDS data dir to write into")
     parser.add_argument("--splits", default=None,

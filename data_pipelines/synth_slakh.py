@@ -24,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from configs import OneLineHelpFormatter
 from data_pipelines.synth import compose, dataset, fluidsynth, plan
 from data_pipelines.synth.errors import SynthError
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
         prog="jointist-synth-slakh",
-        description="Render a synthetic Slakh2100-format dataset with FluidSynth.")
+        description="Render a synthetic Slakh2100-format dataset with FluidSynth.",
+        formatter_class=OneLineHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--tracks", type=int, default=None,
                    help="number of tracks; with --midi_dir, how many of the files to use "

@@ -18,7 +18,7 @@ import tempfile
 import jointist_jax  # noqa: F401  (its CPU XLA flags, before main imports flax and so jax)
 
 METRICS = ("note_f1/flat", "note_precision/flat", "note_recall/flat", "frame_f1/flat", "note_f1/instrument_wise",
-           "sdr/source_wise")
+           "mt3/onset_offset_program_f1/full_program", "sdr/source_wise")
 
 
 def main(argv=None) -> int:
@@ -55,11 +55,11 @@ def main(argv=None) -> int:
         untrained = evaluate_run(temp, args.data_dir, options)
     songs = int(trained_scalars["num_songs"])
     print(f"held-out split {args.split!r}: {songs} songs, ground-truth instruments, thresholds 0.1")
-    print(f"{'metric':<28} {'untrained':>10} {f'step {trained_step}':>10}")
+    print(f"{'metric':<42} {'untrained':>10} {f'step {trained_step}':>10}")
     for metric in METRICS:
         key = f"gt_instruments/{metric}"
         if key in trained_scalars:
-            print(f"{metric:<28} {untrained.scalars.get(key, float('nan')):>10.4f} {trained_scalars[key]:>10.4f}")
+            print(f"{metric:<42} {untrained.scalars.get(key, float('nan')):>10.4f} {trained_scalars[key]:>10.4f}")
     return 0
 
 

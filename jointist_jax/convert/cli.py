@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from configs import OneLineHelpFormatter
 from jointist_jax.convert import convert
 from jointist_jax.convert.torch_checkpoint import ConversionError
 from jointist_jax.storage import StorageError
@@ -21,7 +22,8 @@ from jointist_jax.storage import StorageError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The converter's flags."""
     parser = argparse.ArgumentParser(
-        prog="convert_torch_checkpoint",
+        prog="jointist-convert",
+        formatter_class=OneLineHelpFormatter,
         description="Convert a released PyTorch Lightning Jointist checkpoint into a jointist-jax "
                     "orbax checkpoint (needs the 'convert' extra: torch 2.13.0 CPU).")
     parser.add_argument("--ckpt", required=True, help="the Lightning .ckpt file")
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         out = convert.convert_checkpoint(args.ckpt, args.out, args.module, args.variant,
                                          overwrite=args.overwrite)
     except (ConversionError, StorageError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"jointist-convert: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} (module {args.module}"
           + (f", variant {args.variant or convert.DEFAULT_VARIANT}" if args.module != "ir" else "") + ")")

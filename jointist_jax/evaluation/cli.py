@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     global PROG
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
-    run_stage_cli(_main, argv)
+    run_stage_cli(_main, argv, prog=PROG)
 
 
 if __name__ == "__main__":

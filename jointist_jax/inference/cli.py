@@ -18,6 +18,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from configs import OneLineHelpFormatter
 from jointist_jax import instruments, storage
 
 PROG = "jointist-transcribe"
@@ -25,8 +26,9 @@ PROG = "jointist-transcribe"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=OneLineHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="workdir of a transcription or joint run")
     parser.add_argument("--audio", required=True, help="a wav/flac/ogg/mp3 file, or a folder searched recursively")
     parser.add_argument("--out", required=True, help="output folder (created; songs already there are replaced)")
@@ -41,13 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most this many window x instrument rows per model call: instruments beyond "
                              "max_rows // batch_windows go in further calls (bounds memory with many "
                              "instruments); 0: all instruments in one call")
-    parser.add_argument("--onset_threshold", type=float, default=0.1)
-    parser.add_argument("--frame_threshold", type=float, default=0.1)
+    parser.add_argument("--onset_threshold", type=float, default=0.1,
+                        help="onset posterior a note must reach to start (onset-gated decoding)")
+    parser.add_argument("--frame_threshold", type=float, default=0.1,
+                        help="frame posterior a note must keep to go on")
     parser.add_argument("--min_note_frames", type=int, default=1,
                         help="drop decoded notes shorter than this many 10-ms frames")
     parser.add_argument("--min_midi_duration", type=float, default=0.05,
                         help="notes shorter than this (seconds) are left out of the MIDI file only")
-    parser.add_argument("--ir_threshold", type=float, default=0.5)
+    parser.add_argument("--ir_threshold", type=float, default=0.5,
+                        help="recognizer probability above which an instrument counts as playing ('auto')")
     parser.add_argument("--ir_aggregate", choices=("any", "mean"), default="any",
                         help="'any': an instrument detected in any window; 'mean': mean probability > threshold")
     parser.add_argument("--restore_bass_octave", action="store_true",
