@@ -132,7 +132,7 @@ def index_size(num_tracks: int, windows_per_track: int, num_shards: int = 256) -
         window_index=np.tile(np.arange(windows_per_track), num_tracks).astype(np.int64),
         window_start=np.tile(np.arange(windows_per_track) * 480_000, num_tracks).astype(np.int64),
         track_length=np.full(rows, 4_000_000, np.int64))
-    return len(records.serialize_index(index, [1 << 30] * num_shards))
+    return len(records.serialize_index(index, [1 << 30] * num_shards, "0" * 64))
 
 
 def print_data_path(data_dir: str, split: str, args) -> None:
