@@ -53,7 +53,7 @@ def masked_crc32c(data: bytes) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
-class CorruptRecordError(IOError):
+class CorruptRecordError(ValueError):
     """A TFRecord whose stored CRC-32C does not match its bytes (or whose framing is broken)."""
 
 
@@ -359,7 +359,9 @@ def scan_file(reader: storage.RangeReader, file_index: int) -> tuple[list[tuple[
     while pos < size:
         header = cur.read(pos, HEADER_BYTES)
         if len(header) < HEADER_BYTES:
-            raise ValueError(f"{os.fspath(path)!r}: truncated TFRecord header at byte {pos}")
+            raise CorruptRecordError(
+                f"{os.fspath(path)!r}: corrupted record {len(spans)} at byte {pos}: the shard ends "
+                f"{size - pos} bytes into its {HEADER_BYTES}-byte header (the shard is truncated)")
         length = int(np.frombuffer(header[:8], "<u8")[0])
         stored = int(np.frombuffer(header[8:], "<u4")[0])
         if masked_crc32c(header[:8]) != stored:
@@ -369,7 +371,9 @@ def scan_file(reader: storage.RangeReader, file_index: int) -> tuple[list[tuple[
                 f"{masked_crc32c(header[:8]):#010x}); track_id unreadable (the length is not trusted)")
         data = pos + HEADER_BYTES
         if data + length + FOOTER_BYTES > size:
-            raise ValueError(f"{os.fspath(path)!r}: record at byte {pos} runs past the end of the file")
+            raise CorruptRecordError(
+                f"{os.fspath(path)!r}: corrupted record {len(spans)} at byte {pos}: it needs bytes up to "
+                f"{data + length + FOOTER_BYTES}, the shard has {size} (the shard is truncated)")
         values = _scan_example(cur, data, length, wanted)
         missing = wanted - values.keys()
         if missing:
@@ -558,6 +562,7 @@ class RecordReader:
         self.dataset = dataset
         self.index = index
         self._files = storage.RangeReader(index.files)
+        self._remote = [storage.is_remote(f) for f in index.files]
         self._lock = threading.Lock()
         self._parser = example_parser.ExampleParserNp(dataset.features.get_serialized_info())
         self.records_read = 0
@@ -567,10 +572,24 @@ class RecordReader:
         """Bytes read from the shard files so far."""
         return self._files.bytes_read
 
-    def _span(self, record: int) -> tuple[int, int, int]:
-        """``(file, offset, length)`` of the framed record: length, its CRC, data, data CRC."""
-        return (int(self.index.file_index[record]), int(self.index.offset[record]) - HEADER_BYTES,
-                HEADER_BYTES + int(self.index.length[record]) + FOOTER_BYTES)
+    def _spans(self, record: int) -> list[tuple[int, int, int]]:
+        """``(file, offset, length)`` reads of the framed record (length, its CRC, data, data CRC).
+
+        From a bucket: one request for all of it. From local disk: three reads (length and CRC,
+        data, CRC) of the same pages, so that the data, a few MB, is not copied out of a larger
+        buffer (the CRC-32C library takes only ``bytes``)."""
+        f, offset, length = (int(self.index.file_index[record]), int(self.index.offset[record]),
+                             int(self.index.length[record]))
+        if self._remote[f]:
+            return [(f, offset - HEADER_BYTES, HEADER_BYTES + length + FOOTER_BYTES)]
+        return [(f, offset - HEADER_BYTES, HEADER_BYTES), (f, offset, length), (f, offset + length, FOOTER_BYTES)]
+
+    def _parts(self, record: int, reads: list[bytes]) -> tuple[bytes, bytes, bytes]:
+        """``(header, data, footer)`` of a record from what :meth:`_spans` read."""
+        if len(reads) == 3:
+            return reads[0], reads[1], reads[2]
+        framed, length = reads[0], int(self.index.length[record])
+        return framed[:HEADER_BYTES], framed[HEADER_BYTES:HEADER_BYTES + length], framed[HEADER_BYTES + length:]
 
     def _corrupt(self, record: int, problem: str, data: bytes | None) -> CorruptRecordError:
         """The error for a record that fails its checks: shard, record number in the shard, byte
@@ -588,22 +607,19 @@ class RecordReader:
             f"{os.fspath(path)!r}: corrupted record {number} at byte "
             f"{int(self.index.offset[record]) - HEADER_BYTES} ({who}): {problem}")
 
-    def _check(self, record: int, framed: bytes) -> bytes:
-        """The data of a framed record after checking its length, both CRCs and the index."""
+    def _check(self, record: int, header: bytes, data: bytes, footer: bytes) -> bytes:
+        """``data`` after checking the record's length, both CRCs and the index."""
         length = int(self.index.length[record])
-        if len(framed) != HEADER_BYTES + length + FOOTER_BYTES:
-            raise self._corrupt(record, f"short read: {len(framed)} bytes of "
-                                        f"{HEADER_BYTES + length + FOOTER_BYTES} (the shard is truncated)", None)
-        header = framed[:HEADER_BYTES]
-        stored = int.from_bytes(header[8:], "little")
-        if masked_crc32c(header[:8]) != stored:
+        got = len(header) + len(data) + len(footer)
+        if got != HEADER_BYTES + length + FOOTER_BYTES:
+            raise self._corrupt(record, f"short read: {got} bytes of {HEADER_BYTES + length + FOOTER_BYTES} "
+                                        f"(the shard is truncated)", None)
+        if masked_crc32c(header[:8]) != int.from_bytes(header[8:], "little"):
             raise self._corrupt(record, "the CRC-32C of its length field does not match", None)
         if int.from_bytes(header[:8], "little") != length:
             raise self._corrupt(record, f"its length field says {int.from_bytes(header[:8], 'little')} "
                                         f"bytes, the record index {length} (a stale index?)", None)
-        data = framed[HEADER_BYTES:HEADER_BYTES + length]
-        stored = int.from_bytes(framed[HEADER_BYTES + length:], "little")
-        computed = masked_crc32c(data)
+        stored, computed = int.from_bytes(footer, "little"), masked_crc32c(data)
         if computed != stored:
             raise self._corrupt(record, f"data CRC-32C mismatch (stored {stored:#010x}, computed "
                                         f"{computed:#010x})", data)
@@ -613,12 +629,13 @@ class RecordReader:
 
     def read_bytes(self, record: int) -> bytes:
         """The serialized Example of record ``record``, CRC-checked."""
-        return self._check(record, self._files.read(*self._span(record)))
+        return self._check(record, *self._parts(record, [self._files.read(*s) for s in self._spans(record)]))
 
     def read_many_bytes(self, records) -> list[bytes]:
         """:meth:`read_bytes` of several records, fetched concurrently from a bucket."""
-        spans = [self._span(r) for r in records]
-        return [self._check(r, data) for r, data in zip(records, self._files.read_many(spans))]
+        spans = [self._spans(r) for r in records]
+        reads = iter(self._files.read_many([s for group in spans for s in group]))
+        return [self._check(r, *self._parts(r, [next(reads) for _ in group])) for r, group in zip(records, spans)]
 
     def read(self, record: int) -> dict:
         """Record ``record`` fully decoded to numpy by the dataset's ``FeaturesDict``."""
