@@ -15,8 +15,8 @@ number of crop starts. That is the split's *record index*:
   ``tf.train.Example``, only the small scalar features, skipping the audio.
 
 :class:`RecordReader` then reads one record with a ranged read of exactly its framed bytes
-(:class:`jointist_jax.storage.RangeReader`: length, length CRC, data and data CRC in one request)
-and checks both CRCs and the length against the index, raising :class:`CorruptRecordError` (shard,
+(:class:`jointist_jax.storage.RangeReader`: length, length CRC, data and data CRC; one request from
+a bucket) and checks both CRCs and the length against the index, raising :class:`CorruptRecordError` (shard,
 record number, byte offset, track id) on a mismatch; ``read`` decodes it fully with the dataset's
 own ``FeaturesDict``, ``read_lazy`` decodes the small fields and leaves the audio encoded until a
 crop of it is asked for (:class:`Record`).
