@@ -6,20 +6,20 @@ number of crop starts. That is the split's *record index*:
 
 * the dataset build writes it beside the shards (:func:`save_index`: ``<split>.record_index.npz``,
   about 60 bytes per record), so opening a split reads one small file and lists the dataset
-  folder once, whatever the number of tracks or shards;
-  The saved index names the build it describes (a fingerprint of ``dataset_info.json``) and each
-  shard's name and size; one that no longer matches is not used (a warning says why);
+  folder once, whatever the number of tracks or shards. It names the build it describes (a
+  fingerprint of ``dataset_info.json``) and each shard's name and size; one that no longer matches
+  is not used (a warning says why);
 * without that file (a dataset built before it existed, or shards changed since), :func:`scan_file`
   walks only the TFRecord framing (uint64 length, uint32 masked CRC-32C of the length, data,
   uint32 masked CRC-32C of the data), checks every length CRC and reads, inside each serialized
   ``tf.train.Example``, only the small scalar features, skipping the audio.
 
 :class:`RecordReader` then reads one record with a ranged read of exactly its framed bytes
-(:class:`jointist_jax.storage.RangeReader`: length, length CRC, data and data CRC; one request from
-a bucket) and checks both CRCs and the length against the index, raising :class:`CorruptRecordError` (shard,
-record number, byte offset, track id) on a mismatch; ``read`` decodes it fully with the dataset's
-own ``FeaturesDict``, ``read_lazy`` decodes the small fields and leaves the audio encoded until a
-crop of it is asked for (:class:`Record`).
+(:class:`jointist_jax.storage.RangeReader`: length, length CRC, data and data CRC; one request
+from a bucket) and checks both CRCs and the length against the index, raising
+:class:`CorruptRecordError` (shard, record number, byte offset, track id) on a mismatch; ``read``
+decodes it fully with the dataset's own ``FeaturesDict``, ``read_lazy`` decodes the small fields
+and leaves the audio encoded until a crop of it is asked for (:class:`Record`).
 """
 
 from __future__ import annotations
