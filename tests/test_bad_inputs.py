@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from jointist_jax import run_dir
 from jointist_jax.data import pipeline, records, tracks
 from tfrecord_helpers import copy_dataset, framing
 

@@ -6,7 +6,6 @@ is not used."""
 import io
 import logging
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
