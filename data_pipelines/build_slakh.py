@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import fnmatch
 import glob
 import logging
@@ -222,7 +223,14 @@ def _build_into_bucket(slakh_dir: str, data_dir: str, config, *, splits, workers
         download_config = builder_lib.DownloadConfig(
             manual_dir=slakh_dir, num_shards=num_shards, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
             try_download_gcs=False)
-        builder.download_and_prepare(download_config=download_config)
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except RuntimeError as error:  # TFDS reports a full disk as a RuntimeError naming the shard
+            if "No space left on device" not in str(error):
+                raise
+            raise OSError(errno.ENOSPC, f"the staging folder {staging} ran out of space while building the "
+                                        f"dataset for {os.fspath(target)} ({error}); nothing was uploaded. "
+                                        f"--staging_dir needs room for the whole dataset") from error
         write_record_indexes(builder.data_path)
         log.info("uploading %s to %s", os.fspath(builder.data_path), os.fspath(target))
         storage.remove_tree(target)  # a dataset being replaced, or a partial upload
@@ -307,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         hop_seconds=args.hop_seconds, workers=args.workers,
                         num_shards=args.num_shards, overwrite=args.overwrite,
                         staging_dir=args.staging_dir)
-    except (slakh_tracks.SlakhFormatError, ValueError, storage.StorageError) as e:
+    except (slakh_tracks.SlakhFormatError, ValueError, OSError) as e:  # OSError: storage.StorageError, a full disk
         print(f"jointist-build-slakh: error: {e}", file=sys.stderr)
         return 2
     print(summary.format())

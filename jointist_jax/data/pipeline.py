@@ -450,6 +450,7 @@ class InputPipeline:
         self.reader = records.RecordReader(self.dataset, self.index)
         self._positions: dict[int, np.ndarray] = {}
         self._positions_lock = threading.Lock()
+        self._corruption: records.CorruptRecordError | None = None  # the first, raised by local_batches
         self._iterator = None
 
     # -- examples --
@@ -500,7 +501,12 @@ class InputPipeline:
         last = _INFINITE if self._slots is None else len(self._slots)
 
         def produce(i):
-            ex = self.example(int(i))
+            try:
+                ex = self.example(int(i))
+            except records.CorruptRecordError as error:
+                if self._corruption is None:  # several workers may race here: any of theirs will do
+                    self._corruption = error
+                raise
             return tuple(np.asarray(ex[name], dtype=dtype) for name, dtype, _ in fields)
 
         def to_dict(i):
@@ -521,9 +527,20 @@ class InputPipeline:
         return ds.with_options(options)
 
     def local_batches(self) -> Iterator[dict[str, np.ndarray]]:
-        """This host's batches as numpy dicts, ``local_batch`` clips each."""
-        for batch in self._tf_dataset().as_numpy_iterator():
-            yield batch
+        """This host's batches as numpy dicts, ``local_batch`` clips each.
+
+        A record that fails its CRC check stops the iteration with its own
+        :class:`records.CorruptRecordError` (shard, record, byte offset, track id), not the
+        ``tf.data`` error that carries it."""
+        import tensorflow as tf
+
+        try:
+            for batch in self._tf_dataset().as_numpy_iterator():
+                yield batch
+        except tf.errors.OpError:
+            if self._corruption is not None:
+                raise self._corruption from None
+            raise
 
     # -- global arrays --
 

@@ -6,27 +6,34 @@ number of crop starts. That is the split's *record index*:
 
 * the dataset build writes it beside the shards (:func:`save_index`: ``<split>.record_index.npz``,
   about 60 bytes per record), so opening a split reads one small file and lists the dataset
-  folder once, whatever the number of tracks or shards;
+  folder once, whatever the number of tracks or shards. It names the build it describes (a
+  fingerprint of ``dataset_info.json``) and each shard's name and size; one that no longer matches
+  is not used (a warning says why);
 * without that file (a dataset built before it existed, or shards changed since), :func:`scan_file`
-  walks only the TFRecord framing (uint64 length, uint32 crc, data, uint32 crc) and, inside each
-  serialized ``tf.train.Example``, only the small scalar features, skipping the audio.
+  walks only the TFRecord framing (uint64 length, uint32 masked CRC-32C of the length, data,
+  uint32 masked CRC-32C of the data), checks every length CRC and reads, inside each serialized
+  ``tf.train.Example``, only the small scalar features, skipping the audio.
 
-:class:`RecordReader` then reads one record with a ranged read of exactly its bytes
-(:class:`jointist_jax.storage.RangeReader`); ``read`` decodes it fully with the dataset's own
-``FeaturesDict``, ``read_lazy`` decodes the small fields and leaves the audio encoded until a crop of
-it is asked for (:class:`Record`).
+:class:`RecordReader` then reads one record with a ranged read of exactly its framed bytes
+(:class:`jointist_jax.storage.RangeReader`: length, length CRC, data and data CRC; one request
+from a bucket) and checks both CRCs and the length against the index, raising
+:class:`CorruptRecordError` (shard, record number, byte offset, track id) on a mismatch; ``read``
+decodes it fully with the dataset's own ``FeaturesDict``, ``read_lazy`` decodes the small fields
+and leaves the audio encoded until a crop of it is asked for (:class:`Record`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import io
 import logging
 import os
 import threading
 import zlib
 
+import google_crc32c
 import numpy as np
 
 from jointist_jax import storage
@@ -35,6 +42,19 @@ from jointist_jax.data import schema
 log = logging.getLogger(__name__)
 
 INDEX_SUFFIX = ".record_index.npz"
+# TFRecord framing: uint64 length, uint32 masked CRC of the length; the data; uint32 masked CRC of it.
+HEADER_BYTES, FOOTER_BYTES = 12, 4
+_CRC_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C that TFRecord stores after its length field and after its data."""
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+class CorruptRecordError(ValueError):
+    """A TFRecord whose stored CRC-32C does not match its bytes (or whose framing is broken)."""
 
 
 def dataset_dir(data_dir) -> storage.Path:
@@ -242,6 +262,30 @@ class _Cursor:
         return value, pos + used
 
 
+class _BufferCursor:
+    """The :class:`_Cursor` interface over bytes already in memory."""
+
+    def __init__(self, data: bytes):
+        self.buf = data
+
+    def read(self, pos: int, n: int) -> bytes:
+        if pos < 0 or pos + n > len(self.buf):
+            raise IndexError(f"read of bytes {pos}..{pos + n} past the end of {len(self.buf)}")
+        return self.buf[pos:pos + n]
+
+    def varint(self, pos: int) -> tuple[int, int]:
+        return _varint(self.buf, pos)
+
+
+def payload_track_id(data: bytes) -> str | None:
+    """The ``track_id`` of a serialized Example, or None if it cannot be parsed out of it."""
+    try:
+        values = _scan_example(_BufferCursor(data), 0, len(data), frozenset(["track_id"]))
+        return values["track_id"][0].decode("utf-8")
+    except (IndexError, KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
 def _scan_example(cur: _Cursor, start: int, length: int, wanted: frozenset) -> dict:
     """Scalar features named in ``wanted`` of the Example at ``[start, start + length)``."""
     out = {}
@@ -313,20 +357,30 @@ def scan_file(reader: storage.RangeReader, file_index: int) -> tuple[list[tuple[
     cur = _Cursor(reader, file_index, _REMOTE_CHUNK if storage.is_remote(path) else _LOCAL_CHUNK)
     pos = 0
     while pos < size:
-        header = cur.read(pos, 12)
-        if len(header) < 12:
-            raise ValueError(f"{os.fspath(path)!r}: truncated TFRecord header at byte {pos}")
+        header = cur.read(pos, HEADER_BYTES)
+        if len(header) < HEADER_BYTES:
+            raise CorruptRecordError(
+                f"{os.fspath(path)!r}: corrupted record {len(spans)} at byte {pos}: the shard ends "
+                f"{size - pos} bytes into its {HEADER_BYTES}-byte header (the shard is truncated)")
         length = int(np.frombuffer(header[:8], "<u8")[0])
-        data = pos + 12
-        if data + length + 4 > size:
-            raise ValueError(f"{os.fspath(path)!r}: record at byte {pos} runs past the end of the file")
+        stored = int(np.frombuffer(header[8:], "<u4")[0])
+        if masked_crc32c(header[:8]) != stored:
+            raise CorruptRecordError(
+                f"{os.fspath(path)!r}: corrupted record {len(spans)} at byte {pos}: the CRC-32C of its "
+                f"length field does not match (stored {stored:#010x}, computed "
+                f"{masked_crc32c(header[:8]):#010x}); track_id unreadable (the length is not trusted)")
+        data = pos + HEADER_BYTES
+        if data + length + FOOTER_BYTES > size:
+            raise CorruptRecordError(
+                f"{os.fspath(path)!r}: corrupted record {len(spans)} at byte {pos}: it needs bytes up to "
+                f"{data + length + FOOTER_BYTES}, the shard has {size} (the shard is truncated)")
         values = _scan_example(cur, data, length, wanted)
         missing = wanted - values.keys()
         if missing:
             raise ValueError(f"{os.fspath(path)!r}: record at byte {pos} lacks features {sorted(missing)}")
         spans.append((data, length))
         fields.append(values)
-        pos = data + length + 4
+        pos = data + length + FOOTER_BYTES
     return spans, fields
 
 
@@ -360,39 +414,63 @@ def scan_index(files: list, *, threads: int = 16) -> RecordIndex:
     )
 
 
+def build_identity(dataset: ClipDataset) -> str:
+    """A fingerprint of the build: the SHA-256 of its ``dataset_info.json`` (which lists every
+    split's shards, their record counts and bytes)."""
+    return hashlib.sha256((dataset.path / "dataset_info.json").read_bytes()).hexdigest()
+
+
 def save_index(dataset: ClipDataset, split: str) -> storage.Path:
     """Scans ``split`` and writes its record index beside the shards (the build calls this).
 
-    The file also records each shard's name and size, so a reader can tell that it still
-    describes the shards that are there."""
+    The file also records the build's identity and each shard's name and size, so a reader can
+    tell that it still describes the shards that are there."""
     files = dataset.split_files(split)
     sizes = dataset.file_sizes()
     target = dataset.index_file(split)
-    target.write_bytes(serialize_index(scan_index(files), [sizes[f.name] for f in files]))
+    target.write_bytes(serialize_index(scan_index(files), [sizes[f.name] for f in files],
+                                       build_identity(dataset)))
     return target
 
 
-def serialize_index(index: RecordIndex, file_sizes: list[int]) -> bytes:
-    """The bytes of a saved record index (an ``.npz`` of its columns and its shards' names and sizes)."""
+def serialize_index(index: RecordIndex, file_sizes: list[int], build: str) -> bytes:
+    """The bytes of a saved record index (an ``.npz`` of its columns, its shards' names and sizes
+    and the :func:`build_identity` of the dataset it describes)."""
     buffer = io.BytesIO()
     np.savez(buffer, file_names=np.asarray([f.name for f in index.files]),
-             file_sizes=np.asarray(file_sizes, np.int64), **{k: getattr(index, k) for k in _COLUMNS})
+             file_sizes=np.asarray(file_sizes, np.int64), build=np.asarray(build),
+             **{k: getattr(index, k) for k in _COLUMNS})
     return buffer.getvalue()
 
 
+def _stale_reason(saved, dataset: ClipDataset, files: list) -> str | None:
+    """Why a saved index does not describe the shards of ``dataset`` any more; None if it does."""
+    if "build" not in saved.files:
+        return "it predates the build identity"
+    if str(saved["build"]) != build_identity(dataset):
+        return "it was saved for another build (its dataset_info.json fingerprint differs)"
+    names = saved["file_names"].tolist()
+    if names != [f.name for f in files]:
+        return f"it lists shards {names}, the split has {[f.name for f in files]}"
+    sizes = dataset.file_sizes()
+    for name, size in zip(names, saved["file_sizes"].tolist()):
+        if sizes[name] != size:
+            return f"shard {name} is {sizes[name]} bytes, the index was saved when it was {size}"
+    return None
+
+
 def load_index(dataset: ClipDataset, split: str) -> RecordIndex | None:
-    """The saved record index of ``split``, or None if there is none or it no longer matches the
-    shards (other names or sizes)."""
+    """The saved record index of ``split``, or None if there is none or it no longer matches
+    (another build, other shard names or sizes: a warning says which)."""
     path = dataset.index_file(split)
     if path.name not in dataset.file_sizes():
         return None
     files = dataset.split_files(split)
-    sizes = dataset.file_sizes()
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
-        if (saved["file_names"].tolist() != [f.name for f in files]
-                or saved["file_sizes"].tolist() != [sizes[f.name] for f in files]):
-            log.warning("%s does not describe the shards of split %r any more; scanning them instead",
-                        os.fspath(path), split)
+        reason = _stale_reason(saved, dataset, files)
+        if reason is not None:
+            log.warning("not using the record index %s: %s; scanning the shards of split %r instead",
+                        os.fspath(path), reason, split)
             return None
         return RecordIndex(files=files, **{k: saved[k] for k in _COLUMNS})
 
@@ -484,6 +562,7 @@ class RecordReader:
         self.dataset = dataset
         self.index = index
         self._files = storage.RangeReader(index.files)
+        self._remote = [storage.is_remote(f) for f in index.files]
         self._lock = threading.Lock()
         self._parser = example_parser.ExampleParserNp(dataset.features.get_serialized_info())
         self.records_read = 0
@@ -493,25 +572,70 @@ class RecordReader:
         """Bytes read from the shard files so far."""
         return self._files.bytes_read
 
-    def _check(self, record: int, data: bytes) -> bytes:
-        if len(data) != int(self.index.length[record]):
-            path = self.index.files[self.index.file_index[record]]
-            raise IOError(f"{os.fspath(path)!r}: short read of record {record}")
+    def _spans(self, record: int) -> list[tuple[int, int, int]]:
+        """``(file, offset, length)`` reads of the framed record (length, its CRC, data, data CRC).
+
+        From a bucket: one request for all of it. From local disk: three reads (length and CRC,
+        data, CRC) of the same pages, so that the data, a few MB, is not copied out of a larger
+        buffer (the CRC-32C library takes only ``bytes``)."""
+        f, offset, length = (int(self.index.file_index[record]), int(self.index.offset[record]),
+                             int(self.index.length[record]))
+        if self._remote[f]:
+            return [(f, offset - HEADER_BYTES, HEADER_BYTES + length + FOOTER_BYTES)]
+        return [(f, offset - HEADER_BYTES, HEADER_BYTES), (f, offset, length), (f, offset + length, FOOTER_BYTES)]
+
+    def _parts(self, record: int, reads: list[bytes]) -> tuple[bytes, bytes, bytes]:
+        """``(header, data, footer)`` of a record from what :meth:`_spans` read."""
+        if len(reads) == 3:
+            return reads[0], reads[1], reads[2]
+        framed, length = reads[0], int(self.index.length[record])
+        return framed[:HEADER_BYTES], framed[HEADER_BYTES:HEADER_BYTES + length], framed[HEADER_BYTES + length:]
+
+    def _corrupt(self, record: int, problem: str, data: bytes | None) -> CorruptRecordError:
+        """The error for a record that fails its checks: shard, record number in the shard, byte
+        offset of its framing, track id (from the payload if it parses, else the index's)."""
+        file_index = self.index.file_index[record]
+        path = self.index.files[file_index]
+        number = int(np.count_nonzero(self.index.file_index[:record] == file_index))
+        indexed = str(self.index.track_id[record])
+        track_id = None if data is None else payload_track_id(data)
+        if track_id is not None:
+            who = f"track_id {track_id!r}"
+        else:
+            who = f"track_id unreadable from the corrupt payload (the record index says {indexed!r})"
+        return CorruptRecordError(
+            f"{os.fspath(path)!r}: corrupted record {number} at byte "
+            f"{int(self.index.offset[record]) - HEADER_BYTES} ({who}): {problem}")
+
+    def _check(self, record: int, header: bytes, data: bytes, footer: bytes) -> bytes:
+        """``data`` after checking the record's length, both CRCs and the index."""
+        length = int(self.index.length[record])
+        got = len(header) + len(data) + len(footer)
+        if got != HEADER_BYTES + length + FOOTER_BYTES:
+            raise self._corrupt(record, f"short read: {got} bytes of {HEADER_BYTES + length + FOOTER_BYTES} "
+                                        f"(the shard is truncated)", None)
+        if masked_crc32c(header[:8]) != int.from_bytes(header[8:], "little"):
+            raise self._corrupt(record, "the CRC-32C of its length field does not match", None)
+        if int.from_bytes(header[:8], "little") != length:
+            raise self._corrupt(record, f"its length field says {int.from_bytes(header[:8], 'little')} "
+                                        f"bytes, the record index {length} (a stale index?)", None)
+        stored, computed = int.from_bytes(footer, "little"), masked_crc32c(data)
+        if computed != stored:
+            raise self._corrupt(record, f"data CRC-32C mismatch (stored {stored:#010x}, computed "
+                                        f"{computed:#010x})", data)
         with self._lock:
             self.records_read += 1
         return data
 
     def read_bytes(self, record: int) -> bytes:
-        """The serialized Example of record ``record``."""
-        data = self._files.read(int(self.index.file_index[record]), int(self.index.offset[record]),
-                                int(self.index.length[record]))
-        return self._check(record, data)
+        """The serialized Example of record ``record``, CRC-checked."""
+        return self._check(record, *self._parts(record, [self._files.read(*s) for s in self._spans(record)]))
 
     def read_many_bytes(self, records) -> list[bytes]:
         """:meth:`read_bytes` of several records, fetched concurrently from a bucket."""
-        spans = [(int(self.index.file_index[r]), int(self.index.offset[r]), int(self.index.length[r]))
-                 for r in records]
-        return [self._check(r, data) for r, data in zip(records, self._files.read_many(spans))]
+        spans = [self._spans(r) for r in records]
+        reads = iter(self._files.read_many([s for group in spans for s in group]))
+        return [self._check(r, *self._parts(r, [next(reads) for _ in group])) for r, group in zip(records, spans)]
 
     def read(self, record: int) -> dict:
         """Record ``record`` fully decoded to numpy by the dataset's ``FeaturesDict``."""

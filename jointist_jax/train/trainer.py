@@ -138,30 +138,37 @@ class Run:
         return TrainState.from_checkpoint_items(items, rest)
 
 
-def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
-    """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
-    stage = run.stage
+def _init_source(config: ml_collections.ConfigDict, stage: stages.Stage,
+                 init_from: str) -> tuple[ml_collections.ConfigDict, str | None]:
+    """``(config that rebuilds the init_from run's checkpoint, submodule it fills or None)``; a
+    ``ValueError`` if that run's stage cannot start a ``stage`` run."""
     sources = [name for name, _ in stage.init_from]
     source_run, _ = run_dir.locate(init_from)
     try:
         source_config = source_run.read_config()
     except run_dir.RunNotFoundError:
-        source_config = ml_collections.ConfigDict(run.config.to_dict())
+        source_config = ml_collections.ConfigDict(config.to_dict())
         if sources:
             source_config.stage = sources[0]
     source_config.shard_params = False
     subtree = stage.init_from_subtree(source_config.stage)
     if subtree is not None:
         # The submodule must have the source's widths (its config.model section has its name).
-        source_config.model[subtree] = run.config.model[subtree]
-        source_config.model.dtype = run.config.model.dtype
-        source_config.model.remat = run.config.model.remat
-    elif source_config.stage == run.config.stage:
-        source_config = run.config
+        source_config.model[subtree] = config.model[subtree]
+        source_config.model.dtype = config.model.dtype
+        source_config.model.remat = config.model.remat
+    elif source_config.stage == config.stage:
+        source_config = config
     else:
         raise ValueError(f"config.init_from={init_from!r} is a {source_config.stage!r} run; a "
-                         f"{run.config.stage!r} run can start from the same stage"
+                         f"{config.stage!r} run can start from the same stage"
                          + "".join(f" or a {name!r} run" for name in sources))
+    return source_config, subtree
+
+
+def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
+    """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
+    source_config, subtree = _init_source(run.config, run.stage, init_from)
     source = Run(source_config, run.mesh)
     items, step = checkpoints.restore_from_path(init_from, source.checkpoint_target())
     log.info("initialised from %s (step %d, stage %s)", init_from, step, source_config.stage)
@@ -223,6 +230,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if config.get("require_init_from", False) and not config.init_from:
         raise ValueError("this config trains from a pretrained transcriber: set --config.init_from "
                          "(a transcription workdir or checkpoint)")
+    if config.init_from and not run_dir.RunDir.at(workdir).saved_steps():
+        # A run that init_from cannot start is an error before anything is written.
+        _init_source(config, stages.get(config.stage), config.init_from)
     workdir_run = run_dir.RunDir(storage.make_dirs(workdir, role="--workdir"))
     data_dir = storage.require_exists(config.data.data_dir, role="config.data.data_dir", kind="dir")
     # Epochs of the training split built become steps; the run's saved config holds the steps.
