@@ -59,16 +59,19 @@ def parameter_counts() -> list[str]:
 def demo_recipe() -> list[str]:
     """The rows of the README's table of demo settings, from the runlocal configs."""
     from configs import joint_pretrained, transcription
+    from jointist_jax.train import epochs
 
     full, local = transcription.get_config(), transcription.get_config("runlocal")
     joint = joint_pretrained.get_config("runlocal")
     t, o, d = local.model.transcriber, local.optimizer, local.data
     fo = full.optimizer
+    # A full-size config gives its length in epochs; Slakh2100's original split has 1500 tracks.
+    full_steps = epochs.steps_for_epochs(full.epochs, full.data.global_batch, 1500)
     return [
         f"`tiny` ({'-'.join(map(str, t.variant))} channels, GRU {t.gru_hidden})",
         f"{full.data.clip_seconds:g} s, {full.data.global_batch} clips × ({full.data.num_positive} pos + "
         f"{full.data.num_negative} neg) | {d.clip_seconds:g} s, {d.global_batch} clips × {d.num_positive} positives",
-        f"{_short(fo.lr)}, {fo.warmup_steps:,}, ~{full.total_steps // 1000}k | {_short(o.lr)}, {o.warmup_steps}, "
+        f"{_short(fo.lr)}, {fo.warmup_steps:,}, ~{full_steps // 1000}k | {_short(o.lr)}, {o.warmup_steps}, "
         f"{local.total_steps} (+ {joint.total_steps} joint at {_short(joint.optimizer.lr)})",
         f"×{fo.decay_rate:g} every {fo.decay_every:,} steps | ×{o.decay_rate:g} every {o.decay_every} steps",
         f"logit({t.output_prior:g}) (`output_prior`)",
