@@ -78,7 +78,9 @@ CANNOT_RUN_HERE = {
     "jointist-convert": "needs the released PyTorch checkpoints (flags checked; tests/test_convert_checkpoint.py "
                         "converts checkpoints of the same layout)",
     "tensorboard": "a server that runs until stopped (the executable is checked)",
-    "bash launch/tpu_pod.sh": "needs gcloud and a TPU slice (`bash -n` checked)",
+    "bash launch/tpu_pod.sh": "needs gcloud and a TPU slice (`bash -n` checked; tests/test_tpu_pod_launcher.py "
+                              "runs it with a recording gcloud)",
+    "gcloud compute tpus": "creates or sets up a Cloud TPU slice: needs gcloud and a Google Cloud project",
     "sbatch": "needs a SLURM cluster (`bash -n` of the batch script checked)",
 }
 
