@@ -23,6 +23,7 @@ import dataclasses
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -165,14 +166,26 @@ def test_arguments(mutation: Mutation, copy: Path) -> list[str]:
 
 
 def run_tests(copy: Path, arguments: list[str], timeout: float) -> tuple[int, str]:
-    """(pytest's exit status, its output) for ``arguments`` run in ``copy``; 124 on a timeout."""
+    """(pytest's exit status, its output) for ``arguments`` run in ``copy``; 124 on a timeout.
+
+    pytest runs in its own process group, ended afterwards: a test that fails under a planted bug
+    may leave the processes it started (training runs, emulators) behind."""
     env = dict(os.environ, PYTHONPATH=str(copy))
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider", *arguments]
+    proc = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
     try:
-        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        output, _ = proc.communicate(timeout=timeout)
+        status = proc.returncode
     except subprocess.TimeoutExpired:
-        return 124, f"pytest ran past {timeout:g} s"
-    return done.returncode, done.stdout + done.stderr
+        status, output = 124, f"pytest ran past {timeout:g} s"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return status, output
 
 
 def verdict(status: int) -> str:
