@@ -24,7 +24,8 @@ thresholds 0.1) at its checkpoints:
       --train_seconds 300 --checkpoint_every 500
 
 ``--workdir`` keeps the runs (and resumes them when run again); by default a temporary folder is
-used and removed.
+used and removed. ``--data_dir``, ``--workdir`` and ``--json`` are local paths: a ``gs://`` one is
+refused (copy a bucket dataset to local disk first).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from pathlib import Path
 from jointist_jax.train import checkpoints, model_factory, trainer
 
 from flax import nnx
+
+from jointist_jax import storage
 
 from jointist_jax.evaluation import EvalOptions, evaluate_run
 
@@ -176,6 +179,10 @@ def main(argv=None) -> int:
         parser.error("--steps, --joint_steps, --ir_steps, --points and --checkpoint_every must be >= 1")
     if args.train_seconds is not None and args.train_seconds <= 0:
         parser.error(f"--train_seconds must be > 0, got {args.train_seconds}")
+    for flag, value in (("--data_dir", args.data_dir), ("--workdir", args.workdir), ("--json", args.json)):
+        if value is not None and storage.is_remote(value):
+            parser.error(f"{flag} {value!r} is a bucket path; learn_synth reads its dataset and writes its runs "
+                         f"and numbers on local disk (copy a bucket dataset to a local folder first)")
     if not Path(args.data_dir).expanduser().exists():
         parser.error(f"--data_dir {args.data_dir!r} does not exist: run `make demo` first (it builds demo/tfds)")
     logging.basicConfig(level=logging.WARNING)

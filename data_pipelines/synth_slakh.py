@@ -16,6 +16,10 @@ The output is ``OUT/{train,validation,test}/TrackNNNNN/`` with ``mix.flac``,
 16-bit FLAC, the mix being exactly the sum of the stems. The same arguments give identical MIDI
 and audio. An interrupted run is resumed by running the same command again. Also installed as
 the ``jointist-synth-slakh`` console script.
+
+``--out`` and ``--midi_dir`` are local folders: a ``gs://`` path is refused before anything is
+written. To put a rendered dataset in a bucket, pack it there:
+``python -m data_pipelines.build_slakh --slakh_dir data/synth --data_dir gs://BUCKET/tfds``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,18 @@ from pathlib import Path
 from configs import OneLineHelpFormatter
 from data_pipelines.synth import compose, dataset, fluidsynth, plan
 from data_pipelines.synth.errors import SynthError
+from jointist_jax import storage
+
+
+def local_folder(text: str) -> Path:
+    """A folder argument on local disk; a bucket path is refused (``Path`` would turn
+    ``gs://b/x`` into a local ``gs:/b/x``)."""
+    if storage.is_remote(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a bucket path; FluidSynth renders into a local folder. Render locally, then "
+            f"pack it into the bucket: python -m data_pipelines.build_slakh --slakh_dir LOCAL_FOLDER "
+            f"--data_dir gs://BUCKET/tfds")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jointist-synth-slakh",
         description="Render a synthetic Slakh2100-format dataset with FluidSynth.",
         formatter_class=OneLineHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    p.add_argument("--out", type=local_folder, required=True, help="local output folder (created if needed)")
     p.add_argument("--tracks", type=int, default=None,
                    help="number of tracks; with --midi_dir, how many of the files to use "
                         "(default: all); may be left out when --splits gives counts")
@@ -46,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_stems", type=int, default=compose.MAX_STEMS,
                    help=f"at most this many parts per composed song ({compose.MIN_CORE_STEMS}.."
                         f"{compose.MAX_STEMS}; default {compose.MAX_STEMS}: no cap)")
-    p.add_argument("--midi_dir", type=Path, default=None,
+    p.add_argument("--midi_dir", type=local_folder, default=None,
                    help="render the *.mid/*.midi files under this folder instead of composing")
     p.add_argument("--soundfont", default=None,
                    help=f"SF2 soundfont (default {fluidsynth.SYSTEM_SOUNDFONT}, else the "

@@ -258,6 +258,22 @@ def test_learn_synth_trains_and_compares_with_the_untrained_model(tiny_tfds_dir,
     assert (tmp_path / "run" / "trained" / "checkpoints" / str(trained)).is_dir()
 
 
+@pytest.mark.parametrize("flag", ["--data_dir", "--workdir", "--json"])
+def test_learn_synth_refuses_bucket_paths_by_name(flag, tmp_path, monkeypatch, capsys):
+    """A gs:// dataset is not reported as missing, nor a gs:// run written to a local ./gs: folder."""
+    from benchmarks import learn_synth
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tfds").mkdir()
+    argv = {"--data_dir": "tfds", flag: "gs://no-such-bucket/x"}
+    with pytest.raises(SystemExit) as info:
+        learn_synth.main([part for item in argv.items() for part in item])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{flag} 'gs://no-such-bucket/x' is a bucket path" in error and "does not exist" not in error
+    assert [p.name for p in tmp_path.iterdir()] == ["tfds"]
+
+
 def test_learn_synth_trains_any_transcriber_size_with_the_runlocal_recipe():
     import configs.defaults
     from benchmarks import learn_synth

@@ -406,6 +406,56 @@ def test_window_other_than_periodic_hann_is_rejected():
                                           audio.hann_window(2048), "x.ckpt")
 
 
+WINDOWS = [("spec_layer.spectrogram.window", 2048), ("unet_base.stft.window", 1024),
+           ("unet_base.istft.window", 1024)]
+
+
+@pytest.mark.parametrize("key, n_fft", WINDOWS)
+def test_each_window_is_held_to_float32_rounding_not_to_the_filterbanks_tolerance(key, n_fft):
+    """A window's tolerance sits between torch's float32 rounding (2.1e-7) and 1e-5: torch's own
+    window passes, one nudged by 1e-5 (ten times below the filterbank's tolerance) is refused."""
+    ours = audio.hann_window(n_fft)
+    window = torch.hann_window(n_fft).numpy()
+    assign.check_front_end_buffer(key, window, ours, "x.ckpt")
+    rounded = window.copy()
+    rounded[n_fft // 3] = np.float32(ours[n_fft // 3] + 5e-7)  # within rounding: accepted
+    assign.check_front_end_buffer(key, rounded, ours, "x.ckpt")
+    nudged = window.copy()
+    nudged[n_fft // 3] = np.float32(ours[n_fft // 3] + 1e-5)
+    with pytest.raises(ConversionError, match=rf"'{key}' differs from ours by up to 1e-05 \(more than float32 "
+                                              rf"rounding, 1e-06"):
+        assign.check_front_end_buffer(key, nudged, ours, "x.ckpt")
+
+
+def test_the_filterbank_is_held_to_its_own_tolerance():
+    """torchaudio's float32 filterbank (2.2e-5 off) and one entry moved by 5e-5 more pass; an entry
+    moved by 2e-4 is refused."""
+    ours = audio.mel_filterbank()
+    fb = torch_mel_filterbank()
+    assign.check_front_end_buffer("spec_layer.mel_scale.fb", fb, ours, "x.ckpt")
+    row, col = np.unravel_index(np.argmax(ours), ours.shape)
+    for delta, accepted in ((5e-5, True), (-5e-5, True), (2e-4, False)):
+        moved = fb.copy()
+        moved[row, col] = np.float32(ours[row, col] + delta)
+        if accepted:
+            assign.check_front_end_buffer("spec_layer.mel_scale.fb", moved, ours, "x.ckpt")
+        else:
+            with pytest.raises(ConversionError, match=r"'spec_layer.mel_scale.fb' differs from ours by up to "
+                                                      r"0.0002 \(more than float32 rounding, 1e-04"):
+                assign.check_front_end_buffer("spec_layer.mel_scale.fb", moved, ours, "x.ckpt")
+
+
+def test_a_checkpoint_with_a_nudged_separator_window_is_refused(joint):
+    """The whole conversion path picks the window tolerance for the separator's STFT windows too."""
+    state = dict(joint["state_dict"])
+    key = next(k for k in state if k.endswith("unet_base.istft.window"))
+    nudged = np.array(state[key], np.float32)
+    nudged[100] += np.float32(1e-5)
+    state[key] = nudged
+    with pytest.raises(ConversionError, match="front-end buffer 'unet_base.istft.window' differs"):
+        convert.convert_state_dict(state, "joint", "narrow")
+
+
 def test_non_finite_buffer_is_rejected():
     fb = torch_mel_filterbank()
     fb[3, 4] = np.nan

@@ -16,9 +16,35 @@ def test_schedule_matches_lambda_lr():
         np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("warmup, expected", [
+    # (step 0, step 1, the end of warm-up, one step later): the rate at each, as lr multiples.
+    (0, (1.0, 1.0, 1.0, 1.0)),  # no warm-up: the full rate from the first update
+    (1, (0.0, 1.0, 1.0, 1.0)),
+    (4, (0.0, 0.25, 1.0, 1.0)),
+])
+def test_warm_up_rates_at_step_0_step_1_and_its_end(warmup, expected):
+    schedule = optimizer.learning_rate_schedule(2e-3, warmup_steps=warmup, decay_every=100, decay_rate=0.5)
+    got = [float(schedule(step)) for step in (0, 1, warmup, warmup + 1)]
+    np.testing.assert_allclose(got, [2e-3 * m for m in expected], rtol=1e-6, atol=0)
+    # The staircase after warm-up, whatever the warm-up.
+    np.testing.assert_allclose([float(schedule(s)) for s in (99, 100, 250)], [2e-3, 1e-3, 5e-4], rtol=1e-6)
+
+
+def test_no_warm_up_makes_the_first_update_a_full_step():
+    config = ml_collections.ConfigDict(dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0,
+                                            decay_every=100, decay_rate=0.9))
+    tx, _ = optimizer.make_optimizer(config)
+    params = {"w": jnp.ones(3)}
+    updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    # Adam's first step moves each parameter by lr (m_hat / sqrt(v_hat) = 1).
+    np.testing.assert_allclose(np.asarray(updates["w"]), -1e-3, rtol=1e-4)
+
+
 def test_schedule_rejects_bad_arguments():
     with pytest.raises(ValueError, match="decay_every"):
         optimizer.learning_rate_schedule(1e-3, 10, 0, 0.9)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        optimizer.learning_rate_schedule(1e-3, -1, 10, 0.9)
 
 
 def _torch_adam_amsgrad(grads, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8):

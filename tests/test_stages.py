@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from configs import ir as ir_config
+from jointist_jax.data import pipeline
 from jointist_jax.inference import loading
 from jointist_jax.train import distributed, model_factory, stages, trainer
 from jointist_jax.train.optimizer import make_optimizer
@@ -37,15 +38,17 @@ def test_the_four_stages_are_registered_with_their_data_and_abilities():
 
 def test_data_options_and_example_spec_follow_the_stage():
     config = ir_config.get_config("runlocal")
-    config.data.global_batch, config.data.num_positive, config.data.clip_seconds = 4, 2, 1.5
+    # Every field away from its default, so that none can be dropped or hard-coded unnoticed.
+    config.seed = 5
+    config.data.update(global_batch=4, num_positive=2, num_negative=3, temperature=0.25,
+                       transcribe_negatives=True, clip_seconds=1.5, crop_sampling="all_audio")
     options = stages.get("joint").data_options(config)
-    assert options == dict(global_batch=4, num_positive=2, num_negative=config.data.num_negative,
-                           temperature=config.data.temperature, transcribe_negatives=config.data.transcribe_negatives,
-                           clip_seconds=1.5, crop_sampling="per_track", targets=True, stems=True,
-                           seed=config.seed)
+    assert options == dict(global_batch=4, num_positive=2, num_negative=3, temperature=0.25,
+                           transcribe_negatives=True, clip_seconds=1.5, crop_sampling="all_audio",
+                           targets=True, stems=True, seed=5)
     assert stages.get("ir").data_options(config)["targets"] is False
     spec = stages.get("transcription").example_spec(config)
-    assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 2, True, False)
+    assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 5, True, False)
     names = [name for name, _, _ in spec.fields()]
     assert "frame_roll" in names and "source" not in names and "valid" not in names
     assert "valid" in [n for n, _, _ in stages.get("separation").example_spec(config, evaluation=True).fields()]
@@ -144,15 +147,100 @@ def test_a_registered_toy_stage_builds_steps_and_learns_through_the_trainer(toy_
 
 
 def test_an_unregistered_stage_object_drives_a_run_too():
-    """The train-step benchmark's GT-roll separator is a Stage that no config names."""
-    stage = dataclasses.replace(stages.IR, name="ir_unregistered")
-    assert "ir_unregistered" not in stages.names()
-    config = ir_config.get_config("runlocal")
-    config.data.global_batch, config.data.clip_seconds = 1, 1.0
-    run = trainer.Run(config, distributed.data_mesh(jax.devices()[:1]), stage=stage)
+    """The train-step benchmark's GT-roll separator is a Stage that no config names: ``Run`` builds
+    that stage's model and minimises its loss, not those of ``config.stage``."""
+    stage = stages.Stage(name="toy_unregistered", build=lambda config, rngs: _Loudness(rngs=rngs),
+                         losses=_toy_losses)
+    assert "toy_unregistered" not in stages.names()
+    config = ir_config.get_config("runlocal")  # config.stage is "ir"
+    config.data.global_batch, config.data.clip_seconds = 4, 0.25
+    mesh = distributed.data_mesh(jax.devices()[:1])
+    run = trainer.Run(config, mesh, stage=stage)
     assert run.stage is stage
-    assert jax.tree.structure(run.abstract_state.params) == jax.tree.structure(
-        trainer.Run(config, distributed.data_mesh(jax.devices()[:1])).abstract_state.params)
+    state = run.init_state()
+    assert set(state.params) == {"norm", "linear"}  # the toy's module, not the recognizer
+    batch = _toy_batch(stage.example_spec(config), 4)
+    # The toy loss of the toy module, computed here outside the run.
+    model = nnx.merge(run.eval_graphdef, state.params, state.batch_stats, state.rest)
+    expected = float(_toy_losses(model, batch, None)[0])
+    evaluated = jax.device_get(run.eval_step(state, jax.device_put(batch, distributed.batch_sharding(mesh))))
+    assert set(evaluated) == {"toy_loss", "loss", "weight"}
+    assert float(evaluated["toy_loss"]) == pytest.approx(expected, rel=1e-6)
+    _, trained = run.train_step(state, jax.device_put(batch, distributed.batch_sharding(mesh)))
+    assert {"toy_loss", "loss"} <= set(trained) and not {"ir_loss"} & set(trained)
+    assert float(trained["loss"]) == pytest.approx(float(trained["toy_loss"]))
+
+
+# ------------------------------------------------------------------------------ data options in a run
+class _BatchSpy:
+    """Wraps the real input pipeline of a run and keeps the host copy of every batch it yields."""
+
+    def __init__(self, real, seen: list):
+        self._real, self._seen = real, seen
+
+    def __call__(self, *args, **kwargs):
+        pipe = self._real(*args, **kwargs)
+        seen = self._seen
+
+        class Recorded:
+            def __iter__(self):
+                for batch in pipe:
+                    if kwargs.get("random_crop", True):
+                        seen.append(jax.device_get(batch))
+                    yield batch
+
+            def close(self):
+                pipe.close()
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pipe.close()
+
+        return Recorded()
+
+
+def _toy_run_batches(tiny_tfds_dir, workdir, monkeypatch, **data) -> tuple[dict, object]:
+    """The batch a one-step toy-stage run trains on, and the run's final state."""
+    config = ir_config.get_config("runlocal")
+    config.stage, config.seed = "toy", data.pop("seed", 0)
+    config.data.update(data_dir=str(tiny_tfds_dir), global_batch=8, eval_batches=0, **data)
+    config.update(total_steps=1, checkpoint_every=100, log_every=1)
+    seen = []
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer.pipeline, "make_train_iterator", _BatchSpy(pipeline.make_train_iterator, seen))
+        state = trainer.train_and_evaluate(config, str(workdir))
+    assert len(seen) >= 1 and int(state.step) == 1
+    return seen[0], state
+
+
+def _pipeline_batch(tiny_tfds_dir, **options) -> dict:
+    """The first training batch the input pipeline builds on its own (one host)."""
+    with pipeline.make_train_iterator(str(tiny_tfds_dir), "train", global_batch=8, clip_seconds=2.0,
+                                      targets=False, stems=False, process_index=0, process_count=1,
+                                      **options) as pipe:
+        return next(pipe.local_batches())
+
+
+def test_a_run_trains_on_the_batches_of_its_seed(toy_stage, tiny_tfds_dir, tmp_path, monkeypatch):
+    default, _ = _toy_run_batches(tiny_tfds_dir, tmp_path / "seed0", monkeypatch)
+    seeded, _ = _toy_run_batches(tiny_tfds_dir, tmp_path / "seed5", monkeypatch, seed=5)
+    np.testing.assert_array_equal(default["waveform"], _pipeline_batch(tiny_tfds_dir, seed=0)["waveform"])
+    np.testing.assert_array_equal(seeded["waveform"], _pipeline_batch(tiny_tfds_dir, seed=5)["waveform"])
+    assert not np.array_equal(seeded["waveform"], default["waveform"])
+
+
+def test_a_run_with_all_audio_crop_sampling_trains_on_its_batches(toy_stage, tiny_tfds_dir, tmp_path, monkeypatch):
+    batch, state = _toy_run_batches(tiny_tfds_dir, tmp_path, monkeypatch, crop_sampling="all_audio")
+    all_audio = _pipeline_batch(tiny_tfds_dir, crop_sampling="all_audio")
+    per_track = _pipeline_batch(tiny_tfds_dir, crop_sampling="per_track")
+    np.testing.assert_array_equal(batch["waveform"], all_audio["waveform"])
+    np.testing.assert_array_equal(batch["instruments"], all_audio["instruments"])
+    # The same seed draws other crops: one per slice of all crop starts, not one per track.
+    per_track_clips = {bytes(clip) for clip in per_track["waveform"]}
+    assert sum(bytes(clip) not in per_track_clips for clip in all_audio["waveform"]) >= 6
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params)))
 
 
 # ------------------------------------------------------------------------------ TrainState.create

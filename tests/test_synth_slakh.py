@@ -403,6 +403,22 @@ def test_bad_arguments(tmp_path):
     assert not any((tmp_path / name).exists() for name in ("o", "o2", "o3", "o4", "o5", "o6"))
 
 
+@pytest.mark.parametrize("flag, argv", [
+    ("--out", ["--out", "gs://no-such-bucket/x", "--seconds", "2", "--tracks", "1", "--splits", "train=1"]),
+    ("--midi_dir", ["--out", "rendered", "--midi_dir", "gs://no-such-bucket/midis"]),
+])
+def test_a_bucket_path_is_refused_before_anything_is_written(flag, argv, tmp_path, monkeypatch, capsys):
+    """``gs://b/x`` as a local path would be a folder ``./gs:/b/x``: it is refused, naming the flag."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        synth_slakh.main(argv)
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag}: 'gs://no-such-bucket/" in error and "is a bucket path" in error
+    assert "data_pipelines.build_slakh --slakh_dir LOCAL_FOLDER --data_dir gs://BUCKET/tfds" in error
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- splits ------------------------------------------------------------------------------------
 
 def test_split_parsing_and_counts():

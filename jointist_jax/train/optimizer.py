@@ -3,7 +3,9 @@
 docs/deviations.md 7 / docs/reference.md §1.2: ``Adam(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
 amsgrad=True)`` with ``LambdaLR`` stepped every optimiser step:
 multiplier(step) = step / warmup for step <= warmup, else decay_rate ** (step // decay_every).
-The very first update therefore has learning rate 0. No gradient clipping.
+The very first update therefore has learning rate 0. ``warmup_steps = 0`` (which the reference's
+formula cannot take: it divides by the warm-up) means no warm-up: the staircase from step 0, so the
+first update has the full rate. No gradient clipping.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import optax
 
 def learning_rate_schedule(lr: float, warmup_steps: int, decay_every: int,
                            decay_rate: float) -> optax.Schedule:
-    """lr * (step / warmup) up to ``warmup_steps``, then lr * decay_rate ** (step // decay_every)."""
+    """lr * (step / warmup) up to ``warmup_steps``, then lr * decay_rate ** (step // decay_every);
+    with ``warmup_steps = 0`` the staircase alone (full rate at step 0)."""
     if warmup_steps < 0 or decay_every <= 0:
         raise ValueError(f"warmup_steps must be >= 0 and decay_every > 0, got {warmup_steps}, {decay_every}")
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
-        warm = step / max(warmup_steps, 1)
         decayed = decay_rate ** jnp.floor(step / decay_every)
-        return lr * jnp.where(step <= warmup_steps, jnp.minimum(warm, 1.0), decayed)
+        if warmup_steps == 0:
+            return lr * decayed
+        return lr * jnp.where(step <= warmup_steps, step / warmup_steps, decayed)
 
     return schedule
 
