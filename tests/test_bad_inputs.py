@@ -111,32 +111,38 @@ def _tone(path, seconds=1.0):
     return path
 
 
-def test_corrupt_config_json_in_a_workdir(saved_runs, tmp_path, capsys):
+def _transcribe_a_broken_run(saved_runs, tmp_path, capsys, break_run) -> str:
+    """Transcribes with a copy of the saved transcription run broken by ``break_run(run)``: the
+    command must exit 2, write no output folder and leave the run as it found it. Returns stderr."""
     run = tmp_path / "run"
     shutil.copytree(saved_runs["transcription"], run)
-    (run / "config.json").write_text('{"stage": "transcription", "model": {')  # cut short
+    break_run(run)
     before = _snapshot(run)
     code, err = _transcribe(capsys, "--checkpoint", run, "--audio", _tone(tmp_path / "tone.wav"),
                             "--out", tmp_path / "out", "--instruments", "piano")
     assert code == 2
-    assert f"--checkpoint {str(run)!r}: unreadable config.json ({str(run / 'config.json')!r} is not valid JSON" in err
     assert not (tmp_path / "out").exists()
     assert _snapshot(run) == before
+    return err
+
+
+def test_corrupt_config_json_in_a_workdir(saved_runs, tmp_path, capsys):
+    def cut_config_short(run):
+        (run / "config.json").write_text('{"stage": "transcription", "model": {')
+
+    err = _transcribe_a_broken_run(saved_runs, tmp_path, capsys, cut_config_short)
+    run = tmp_path / "run"
+    assert f"--checkpoint {str(run)!r}: unreadable config.json ({str(run / 'config.json')!r} is not valid JSON" in err
 
 
 def test_checkpoint_step_with_a_missing_array_file(saved_runs, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(saved_runs["transcription"], run)
-    arrays = sorted(p for p in (run / "checkpoints" / "0").rglob("*") if p.is_file() and "/d/" in str(p))
-    assert arrays, "the checkpoint stores its arrays in ocdbt data files"
-    arrays[0].unlink()
-    before = _snapshot(run)
-    code, err = _transcribe(capsys, "--checkpoint", run, "--audio", _tone(tmp_path / "tone.wav"),
-                            "--out", tmp_path / "out", "--instruments", "piano")
-    assert code == 2
-    assert f"--checkpoint {str(run)!r}: cannot restore the checkpoint: it is corrupted" in err
-    assert not (tmp_path / "out").exists()
-    assert _snapshot(run) == before
+    def delete_an_array_file(run):
+        arrays = sorted(p for p in (run / "checkpoints" / "0").rglob("*") if p.is_file() and "/d/" in str(p))
+        assert arrays, "the checkpoint stores its arrays in ocdbt data files"
+        arrays[0].unlink()
+
+    err = _transcribe_a_broken_run(saved_runs, tmp_path, capsys, delete_an_array_file)
+    assert f"--checkpoint {str(tmp_path / 'run')!r}: cannot restore the checkpoint: it is corrupted" in err
 
 
 def test_init_from_another_stages_run(saved_runs, tiny_tfds_dir, tmp_path):
