@@ -65,8 +65,6 @@ def running(timeout: float = 20.0):
     The server keeps objects in memory and its request log goes to a temporary file: a log
     written into a pipe that nobody reads stops the server once the pipe is full.
     """
-    import fsspec
-
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile()
@@ -75,26 +73,8 @@ def running(timeout: float = 20.0):
                               stdout=log, stderr=log)
     try:
         _wait_until_listening(port, server, timeout)
-        variables = environment(url)
-        saved = {k: os.environ.get(k) for k in variables}
-        saved_conf = {k: fsspec.config.conf.get(k) for k in ("gs", "gcs")}
-        os.environ.update(variables)
-        for protocol in ("gs", "gcs"):
-            fsspec.config.conf[protocol] = {"token": "anon"}
-        fsspec.filesystem("gs").clear_instance_cache()
-        try:
+        with clients_pointed_at(url):
             yield url
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            for key, value in saved_conf.items():
-                if value is None:
-                    fsspec.config.conf.pop(key, None)
-                else:
-                    fsspec.config.conf[key] = value
     finally:
         server.terminate()
         try:
@@ -103,6 +83,35 @@ def running(timeout: float = 20.0):
             server.kill()
             server.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def clients_pointed_at(url: str):
+    """Points every client of this process (and its children) at the GCS endpoint ``url`` (see
+    :func:`environment`), without credentials; restores the environment afterwards."""
+    import fsspec
+
+    variables = environment(url)
+    saved = {k: os.environ.get(k) for k in variables}
+    saved_conf = {k: fsspec.config.conf.get(k) for k in ("gs", "gcs")}
+    os.environ.update(variables)
+    for protocol in ("gs", "gcs"):
+        fsspec.config.conf[protocol] = {**(fsspec.config.conf.get(protocol) or {}), "token": "anon"}
+    fsspec.filesystem("gs").clear_instance_cache()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for key, value in saved_conf.items():
+            if value is None:
+                fsspec.config.conf.pop(key, None)
+            else:
+                fsspec.config.conf[key] = value
+        fsspec.filesystem("gs").clear_instance_cache()
 
 
 def _wait_until_listening(port: int, server: subprocess.Popen, timeout: float) -> None:

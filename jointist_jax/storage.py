@@ -43,6 +43,19 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 # In case epath already chose its gs:// client before this module set the variable above.
 _gpath._is_tf_installed.cache_clear()
 
+
+def _configure_gcsfs() -> None:
+    """gcsfs keeps every folder listing it made and answers later listings, ``exists`` and
+    ``is_dir`` from it, so a process that polls a bucket folder (resume, the evaluation watcher,
+    a reader of what another process wrote) would never see new objects: no listing cache."""
+    import fsspec
+
+    for protocol in ("gs", "gcs"):
+        fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
+
+
+_configure_gcsfs()
+
 Path = epath.Path
 REMOTE_SCHEMES = ("gs",)
 
