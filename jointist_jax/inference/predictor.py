@@ -172,19 +172,19 @@ class Predictor:
 
     def call_cost(self, separate: bool, num_instruments: int) -> memory.CallCost:
         """Bytes of one call (XLA's temporaries plus the outputs twice: device buffers and host
-        copies), from the memory analysis of the step compiled for 1 and for ``num_instruments``
-        instruments (the shape used when they all fit); with one instrument, all of it per instrument."""
-        sizes = {}
-        for group in sorted({1, num_instruments}):
+        copies), from the memory analysis of the step compiled for 1 and 2 instruments (small,
+        quick compilations); for a single instrument, all of its call counts per instrument."""
+        sizes = []
+        for group in range(1, min(num_instruments, 2) + 1):
             analysis = self._executable(separate, group).memory_analysis()
             if analysis is None:
                 raise memory.MemoryBudgetError(f"the {jax.default_backend()} backend reports no memory analysis; "
                                                "give max_rows instead of a memory budget")
-            sizes[group] = analysis.temp_size_in_bytes + 2 * analysis.output_size_in_bytes
-        if num_instruments == 1:
-            return memory.CallCost(fixed=0, per_instrument=sizes[1])
-        per_instrument = max(-(-(sizes[num_instruments] - sizes[1]) // (num_instruments - 1)), 1)
-        return memory.CallCost(fixed=max(sizes[1] - per_instrument, 0), per_instrument=per_instrument)
+            sizes.append(analysis.temp_size_in_bytes + 2 * analysis.output_size_in_bytes)
+        if len(sizes) == 1:
+            return memory.CallCost(fixed=0, per_instrument=sizes[0])
+        per_instrument = max(sizes[1] - sizes[0], 1)
+        return memory.CallCost(fixed=max(sizes[0] - per_instrument, 0), per_instrument=per_instrument)
 
     def instruments_per_call(self, length: int, num_instruments: int, separate: bool) -> int:
         """Instruments per call for a song of ``length`` samples: from ``memory_budget`` (with what
