@@ -95,3 +95,17 @@ def test_predictor_rows_per_call_follow_the_budget(monkeypatch):
     predictor.memory_budget = int((held + song) / (1 - memory.SLACK_SHARE))
     with pytest.raises(memory.MemoryBudgetError, match="too small"):
         predictor.predict(waveform, classes, separate=True)
+
+
+def test_transcribe_flag_memory_budget():
+    from jointist_jax.inference import cli
+
+    def options(*flags):
+        return cli.song_options(cli.build_parser().parse_args(["--checkpoint", "c", "--audio", "a", "--out", "o",
+                                                               *flags]))
+
+    assert options("--memory_budget", "3500MB").memory_budget == 3500 * MB
+    assert options().memory_budget > memory.process_rss_bytes()  # the default: held plus available
+    assert options().max_rows is None  # the budget decides
+    with pytest.raises(cli.UsageError, match="^--memory_budget must be a size"):
+        options("--memory_budget", "lots")
