@@ -4,6 +4,13 @@ r"""Real-time factor of whole-song inference: recognizer + transcriber + separat
   python benchmarks/inference.py --max_rows 8             # on a 24-GiB CPU machine (39 in groups of 8)
   python benchmarks/inference.py --no_separation          # transcriber alone: the reference's measured work
   python benchmarks/inference.py --seconds 12 --instruments 1 --size tiny   # quick check (~1 min)
+  /usr/bin/time -v python benchmarks/inference.py --memory_budget 4GB --seconds 300 --instruments 39
+      # bounded memory: rows per call from the budget; decodes and writes the song as jointist-transcribe does
+
+With ``--memory_budget`` each case runs once, without a warm-up (whose one-window song would choose
+other rows per call), from the predictor to the song's folder written by
+:func:`jointist_jax.inference.outputs.write_song`; it prints the rows per call the budget gave and
+the peak resident memory.
 
 Freshly initialised weights (timing does not depend on them). Each case is compiled first on a
 one-window song (the window batch shape is fixed, so the song reuses that compilation), then
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import tempfile
 import time
 
 from jointist_jax.inference.predictor import Predictor  # first: the package adds its CPU XLA flags before jax loads
@@ -28,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from configs import defaults
+from jointist_jax.inference import memory, outputs, songs
 from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.models.jointist import Jointist
 from jointist_jax.music import SAMPLE_RATE
@@ -66,7 +75,12 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
     parser.add_argument("--no_separation", action="store_true",
                         help="time the transcriber alone (the reference's measured work) instead of T+S")
+    parser.add_argument("--memory_budget", default=None,
+                        help="memory the process may use (e.g. 4GB): rows per call from it; each case then "
+                             "runs once, decoded and written, and the peak RSS is printed")
     args = parser.parse_args(argv)
+    if args.memory_budget is not None:
+        return bounded_memory(args)
     counts = [int(c) for c in args.instruments.split(",")]
     if any(not 1 <= c <= 39 for c in counts):
         parser.error("--instruments: counts must be in 1..39")
@@ -110,6 +124,31 @@ def main(argv=None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mb:.0f} MB. 'ref' columns: the reference transcriber alone (no IR, no separation), "
           f"docs/reference.md §11.3; speed-up = ref T windows / our IR + {ours}.")
+    return 0
+
+
+def bounded_memory(args) -> int:
+    """Each instrument count once under ``--memory_budget``: predict, decode and write the song."""
+    budget = memory.parse_size(args.memory_budget)
+    counts = [int(c) for c in args.instruments.split(",")]
+    length = int(args.seconds * SAMPLE_RATE)
+    separate = not args.no_separation
+    print(f"device: {jax.devices()[0].device_kind}; size {args.size}; song {args.seconds:g} s; separation "
+          f"{separate}; batch_windows {args.batch_windows}; memory budget {budget / memory.MB:.0f} MB", flush=True)
+    predictor = Predictor(build(args.size), batch_windows=args.batch_windows, max_rows=args.max_rows or None,
+                          memory_budget=budget)
+    song = 0.1 * np.random.default_rng(0).standard_normal(length).astype(np.float32)
+    for k in counts:
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            output = songs.predict_and_decode(predictor, song, list(range(k)), separate=separate)
+            outputs.write_song(out, "song", source="noise", num_samples=length, prediction=output.prediction,
+                               notes_by_class=output.notes)
+            seconds = time.perf_counter() - start
+        del output
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"K {k:>2}: {predictor.rows_per_call} rows per call; {seconds:.1f} s with compiling and writing; "
+              f"peak RSS so far {peak_mb:.0f} MB (budget {budget / memory.MB:.0f} MB)", flush=True)
     return 0
 
 

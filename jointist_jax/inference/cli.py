@@ -39,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--separate", action="store_true", help="also write one separated WAV per instrument")
     parser.add_argument("--batch_windows", type=int, default=2,
                         help="10-s windows per model call (memory grows with windows x instruments)")
-    parser.add_argument("--max_rows", type=int, default=16,
+    parser.add_argument("--max_rows", type=int, default=0,
                         help="at most this many window x instrument rows per model call: instruments beyond "
-                             "max_rows // batch_windows go in further calls (bounds memory with many "
-                             "instruments); 0: all instruments in one call")
+                             "max_rows // batch_windows go in further calls; 0: as many as --memory_budget allows")
+    parser.add_argument("--memory_budget", default=None,
+                        help="memory this process may use (e.g. 4GB, 3500MB): the rows per call are the most "
+                             "that fit; default: what it holds plus 90%% of the machine's available memory")
     parser.add_argument("--onset_threshold", type=float, default=0.1,
                         help="onset posterior a note must reach to start (onset-gated decoding)")
     parser.add_argument("--frame_threshold", type=float, default=0.1,
@@ -82,10 +84,12 @@ def parse_instruments(text: str) -> list[int] | None:
 def song_options(args: argparse.Namespace):
     """The :class:`~jointist_jax.inference.songs.SongOptions` of the flags (checked there; a bad value
     is a :class:`UsageError` naming its flag)."""
+    from jointist_jax.inference import memory
     from jointist_jax.inference.songs import SongOptions
 
     try:
         return SongOptions(batch_windows=args.batch_windows, max_rows=args.max_rows or None,
+                           memory_budget=memory.budget_of(args.memory_budget),
                            onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
                            min_note_frames=args.min_note_frames, ir_threshold=args.ir_threshold,
                            ir_aggregate=args.ir_aggregate)
@@ -99,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jointist_jax.inference import audio_io, loading, outputs, postprocess, songs
-    from jointist_jax.inference.predictor import Predictor
 
     options = song_options(args)
     if args.min_midi_duration < 0:
@@ -116,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         loading.check_recognizer_run(args.ir_checkpoint)
     model, _ = loading.load_transcriber_run(args.checkpoint, separate=args.separate)
     recognizer = loading.load_recognizer_run(args.ir_checkpoint) if class_ids is None else None
-    predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
-                          max_rows=options.max_rows)
+    predictor = songs.make_predictor(model, recognizer, options)
     bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
     out_dir = storage.make_dirs(args.out, role="--out")
 
@@ -168,11 +170,12 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    from jointist_jax.inference import audio_io, loading
+    from jointist_jax.inference import audio_io, loading, memory
 
     try:
         return run(args)
-    except (UsageError, audio_io.AudioError, loading.CheckpointError, storage.StorageError) as error:
+    except (UsageError, audio_io.AudioError, loading.CheckpointError, storage.StorageError,
+            memory.MemoryBudgetError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,9 @@ compiled function has one input shape per K whatever the song's length. With ``m
 (windows x instruments per call) the K instruments are processed in groups of at most
 ``max_rows // batch_windows``, the last group padded by repeating its first instrument, so a
 full-size model with 39 instruments fits in a CPU's memory and compiles at most two shapes.
+With ``memory_budget`` (bytes for the whole process) the group size is chosen per song instead:
+the largest that fits beside what the process holds and the song's outputs, from the memory
+analysis of the step compiled for one and two instruments (:mod:`jointist_jax.inference.memory`).
 
 A standalone separator (the ``separation`` stage's `S` baseline) reads no posteriorgram; its
 predictions carry stems only.
@@ -27,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from jointist_jax import audio, instruments
+from jointist_jax.inference import memory
 from jointist_jax.inference.windows import WindowSpec, split_windows, stitch_into
 from jointist_jax.models.jointist import Jointist, instrument_probabilities
 from jointist_jax.models.recognizer import Recognizer
@@ -91,12 +95,19 @@ class Predictor:
       batch_windows: windows per compiled call.
       max_rows: at most this many (window, instrument) rows per call, or None for all K
         instruments in one call (memory grows with batch_windows x K).
+      memory_budget: bytes this process may use in all (see :mod:`jointist_jax.inference.memory`):
+        each song's rows per call are the most that fit, and at most ``max_rows``; None for no budget.
       spec: window geometry.
+
+    ``rows_per_call`` holds the rows per call of the last :meth:`predict`.
     """
 
     def __init__(self, model: Transcriber | Jointist | Separator | None, *, recognizer: Recognizer | None = None,
-                 batch_windows: int = 2, max_rows: int | None = None, spec: WindowSpec = WindowSpec()):
+                 batch_windows: int = 2, max_rows: int | None = None, memory_budget: int | None = None,
+                 spec: WindowSpec = WindowSpec()):
         check_batching(batch_windows, max_rows)
+        if memory_budget is not None and memory_budget <= 0:
+            raise ValueError(f"memory_budget must be positive bytes or None, got {memory_budget}")
         if isinstance(model, Jointist):
             transcriber, separator = model.transcriber, model.separator
             if recognizer is None:
@@ -116,7 +127,10 @@ class Predictor:
             raise TypeError(f"recognizer must be a Recognizer, got {type(recognizer).__name__}")
         self.batch_windows = batch_windows
         self.max_rows = max_rows
+        self.memory_budget = memory_budget
+        self.rows_per_call: int | None = None
         self.spec = spec
+        self._executables = {}
         self.can_transcribe = transcriber is not None
         self.can_separate = separator is not None
         self.can_recognize = recognizer is not None
@@ -147,6 +161,46 @@ class Predictor:
 
             self._recognize = jax.jit(recognize)
 
+    def _executable(self, separate: bool, group: int):
+        """The step compiled for ``batch_windows`` windows x ``group`` instruments (cached)."""
+        key = (separate, group)
+        if key not in self._executables:
+            windows = jax.ShapeDtypeStruct((self.batch_windows, self.spec.window), jnp.float32)
+            conditions = jax.ShapeDtypeStruct((self.batch_windows, group, instruments.CONDITION_SIZE), jnp.float32)
+            self._executables[key] = self._run.lower(self._state, windows, conditions, separate=separate).compile()
+        return self._executables[key]
+
+    def call_cost(self, separate: bool, num_instruments: int) -> memory.CallCost:
+        """Bytes of one call (XLA's temporaries plus the outputs twice: device buffers and host
+        copies), from the memory analysis of the step compiled for 1 and 2 instruments (small,
+        quick compilations); for a single instrument, all of its call counts per instrument."""
+        sizes = []
+        for group in range(1, min(num_instruments, 2) + 1):
+            analysis = self._executable(separate, group).memory_analysis()
+            if analysis is None:
+                raise memory.MemoryBudgetError(f"the {jax.default_backend()} backend reports no memory analysis; "
+                                               "give max_rows instead of a memory budget")
+            sizes.append(analysis.temp_size_in_bytes + 2 * analysis.output_size_in_bytes)
+        if len(sizes) == 1:
+            return memory.CallCost(fixed=0, per_instrument=sizes[0])
+        per_instrument = max(sizes[1] - sizes[0], 1)
+        return memory.CallCost(fixed=max(sizes[0] - per_instrument, 0), per_instrument=per_instrument)
+
+    def instruments_per_call(self, length: int, num_instruments: int, separate: bool) -> int:
+        """Instruments per call for a song of ``length`` samples: from ``memory_budget`` (with what
+        the process holds now) and ``max_rows``, or all of them without either."""
+        group = num_instruments
+        if self.max_rows is not None:
+            group = max(1, min(group, self.max_rows // self.batch_windows))
+        if self.memory_budget is not None:
+            cost = self.call_cost(separate, num_instruments)
+            song = memory.song_bytes(num_instruments, length, num_windows=self.spec.num_windows(length),
+                                     window=self.spec.window, num_frames=self.spec.num_frames(length),
+                                     transcribe=self.can_transcribe, separate=separate)
+            group = min(group, memory.instruments_per_call(self.memory_budget, held=memory.process_rss_bytes(),
+                                                           song=song, cost=cost, num_instruments=num_instruments))
+        return group
+
     def recognize(self, waveform: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         """Per-window instrument probabilities (N, 39) of a mono 16-kHz song (L,)."""
         if not self.can_recognize:
@@ -173,14 +227,16 @@ class Predictor:
             raise ValueError("this model is a standalone separator: call predict with separate=True")
         waveform = np.asarray(waveform, np.float32)
         length = waveform.shape[0]
+        k = len(class_ids)
+        group_size = self.instruments_per_call(length, k, separate)
+        self.rows_per_call = group_size * self.batch_windows
         spec = self.spec
         windows = split_windows(waveform, spec)
-        n, k = windows.shape[0], len(class_ids)
+        n = windows.shape[0]
         total_frames = spec.num_frames(length)
         onset = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
         frame = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
         stems = np.zeros((k, length), np.float32) if separate else None
-        group_size = k if self.max_rows is None else max(1, min(k, self.max_rows // self.batch_windows))
         groups = []  # (output rows, real instruments, conditions of the padded group)
         for g, (group, real) in enumerate(_condition_groups(class_ids, group_size)):
             one_hot = instruments.condition_one_hot(group)
@@ -189,7 +245,7 @@ class Predictor:
         for first, count, chunk in _batches(windows, self.batch_windows):
             chunk = jnp.asarray(chunk)
             for rows, real, conditions in groups:
-                outputs = jax.device_get(self._run(self._state, chunk, conditions, separate))
+                outputs = jax.device_get(self._executable(separate, group_size)(self._state, chunk, conditions))
                 for j in range(count):
                     i = first + j
                     if self.can_transcribe:

@@ -37,6 +37,8 @@ class SongOptions:
     Attributes:
       batch_windows, max_rows: :class:`Predictor` batching (windows per call; at most this many
         window x instrument rows per call, None for no limit).
+      memory_budget: bytes the process may use in all; the rows per call are the most that fit
+        (:mod:`jointist_jax.inference.memory`; None: no budget).
       onset_threshold, frame_threshold, min_note_frames: note decoding (docs/reference.md §7.1).
       ir_threshold, ir_aggregate: the recognizer's decision over a song's windows
         (docs/deviations.md 19).
@@ -46,6 +48,7 @@ class SongOptions:
 
     batch_windows: int = 2
     max_rows: int | None = 16
+    memory_budget: int | None = None
     onset_threshold: float = postprocess.DEFAULT_THRESHOLD
     frame_threshold: float = postprocess.DEFAULT_THRESHOLD
     min_note_frames: int = 1
@@ -54,6 +57,8 @@ class SongOptions:
 
     def __post_init__(self):
         check_batching(self.batch_windows, self.max_rows)
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ValueError(f"memory_budget must be positive, got {self.memory_budget}")
         self.decode_options()  # checks the decoding thresholds and min_note_frames
         if not 0.0 <= self.ir_threshold < 1.0:
             raise ValueError(f"ir_threshold must be in [0, 1), got {self.ir_threshold}")
@@ -99,6 +104,12 @@ class SongOutput:
 
     prediction: SongPrediction
     notes: dict[int, Notes]
+
+
+def make_predictor(model, recognizer, options: SongOptions) -> Predictor:
+    """The :class:`Predictor` of a loaded run (and recognizer) batched as ``options`` say."""
+    return Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows, max_rows=options.max_rows,
+                     memory_budget=options.memory_budget)
 
 
 def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: SongOptions = SongOptions(),

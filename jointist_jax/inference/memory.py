@@ -1,0 +1,132 @@
+"""A memory budget for whole-song inference: how many instruments go into one model call.
+
+A song's inference holds three kinds of memory:
+
+* what the process already holds when the song starts (runtime, weights, compiled programs):
+  read from ``/proc/self/statm`` (:func:`process_rss_bytes`);
+* the song's outputs, which grow with the song and the number of instruments K
+  (:func:`song_bytes`): the stitched (K, T, 88) onset and frame posteriorgrams, the (K, L)
+  stems, the song's windows and, when the song is written, the (39, T, 88) posteriorgram copies
+  of its ``.npz`` file;
+* one model call: a fixed part plus a part per instrument (:class:`CallCost`, measured from
+  the compiled step's memory analysis by the
+  :class:`~jointist_jax.inference.predictor.Predictor`).
+
+:func:`instruments_per_call` picks the largest group of instruments whose call fits in what the
+budget leaves after the first two. The default budget is what the process holds plus 90 % of the
+machine's available memory (``MemAvailable`` of ``/proc/meminfo``; :func:`default_budget`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from jointist_jax import instruments
+
+MB = 1 << 20
+# Share of the machine's available memory a default budget may take.
+AVAILABLE_SHARE = 0.9
+# Share of the budget left over as slack (allocator fragmentation, compiling a new call shape).
+SLACK_SHARE = 0.08
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": MB, "MB": MB, "G": 1 << 30, "GB": 1 << 30}
+
+
+class MemoryBudgetError(ValueError):
+    """A budget too small for even one instrument per call."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallCost:
+    """Bytes of one model call with g instruments: ``fixed + g * per_instrument``."""
+
+    fixed: int
+    per_instrument: int
+
+    def bytes_for(self, group: int) -> int:
+        return self.fixed + group * self.per_instrument
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes of ``4GB``, ``3500M``, ``512MB``, ``1.5G`` or a plain number of bytes (binary units)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]?B?)\s*", str(text).upper())
+        if not match:
+            raise ValueError(f"memory_budget must be a size such as 4GB, 3500MB or a number of bytes, got {text!r}")
+        value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value <= 0:
+        raise ValueError(f"memory_budget must be positive, got {text!r}")
+    return value
+
+
+def _meminfo_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == field:
+                    return int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def available_bytes() -> int:
+    """The machine's available memory (``MemAvailable``; free pages where there is no /proc)."""
+    value = _meminfo_bytes("MemAvailable")
+    if value is None:
+        value = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return value
+
+
+def process_rss_bytes() -> int:
+    """The resident memory of this process now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def default_budget() -> int:
+    """What this process holds plus :data:`AVAILABLE_SHARE` of the machine's available memory."""
+    return process_rss_bytes() + int(AVAILABLE_SHARE * available_bytes())
+
+
+def budget_of(text: str | None) -> int:
+    """The budget of a ``--memory_budget`` flag: :func:`parse_size`, or :func:`default_budget` for None."""
+    return default_budget() if text is None else parse_size(text)
+
+
+def song_bytes(num_instruments: int, length: int, *, num_windows: int, window: int, num_frames: int,
+               transcribe: bool, separate: bool) -> int:
+    """Bytes a song's outputs hold until its folder is written (see the module docstring)."""
+    total = num_windows * window * 4
+    if transcribe:
+        posteriorgram = num_frames * 88 * 4
+        total += 2 * num_instruments * posteriorgram + 2 * instruments.NUM_CLASSES * posteriorgram
+    if separate:
+        total += num_instruments * length * 4
+    return total
+
+
+def instruments_per_call(budget: int, *, held: int, song: int, cost: CallCost, num_instruments: int) -> int:
+    """The most instruments (at most ``num_instruments``) whose call fits in ``budget`` bytes
+    beside ``held`` (the process now), ``song`` (the outputs) and a slack of :data:`SLACK_SHARE`.
+
+    Raises:
+      MemoryBudgetError: not even one instrument fits; the message gives each part in MB.
+    """
+    left = budget - int(SLACK_SHARE * budget) - held - song - cost.fixed
+    group = min(num_instruments, left // max(cost.per_instrument, 1))
+    if group < 1:
+        raise MemoryBudgetError(
+            f"memory_budget {budget / MB:.0f} MB is too small: the process holds {held / MB:.0f} MB, the song's "
+            f"outputs need {song / MB:.0f} MB and one model call with one instrument "
+            f"{cost.bytes_for(1) / MB:.0f} MB (+{SLACK_SHARE:.0%} slack); raise it, or use fewer "
+            "instruments, a shorter song or a smaller batch_windows")
+    return int(group)
