@@ -32,7 +32,7 @@ def _defined_flags(script: str) -> set[str]:
     module = {"jointist-train": "jointist_jax/train/cli.py", "jointist-eval": "jointist_jax/evaluation/cli.py",
               "jointist-transcribe": "jointist_jax/inference/cli.py", "jointist-convert": "jointist_jax/convert/cli.py",
               "jointist-build-slakh": "data_pipelines/build_slakh.py",
-              "jointist-synth-slakh": "data_pipelines/synth_slakh.py"}[script]
+              "jointist-synth-slakh": "data_pipelines/synth_slakh.py", "jointist-app": "jointist_jax/app/cli.py"}[script]
     source = (ROOT / module).read_text()
     return set(re.findall(r'(?:DEFINE_\w+|add_argument)\(\s*"-*(\w+)"', source))
 

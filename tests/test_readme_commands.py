@@ -39,7 +39,8 @@ ABSL_PROGRAMS = {"jointist-train": "jointist_jax.train.cli", "jointist-eval": "j
 ARGPARSE_PROGRAMS = {"jointist-transcribe": ("jointist_jax.inference.cli", "build_parser"),
                      "jointist-convert": ("jointist_jax.convert.cli", "parse_args"),
                      "jointist-build-slakh": ("data_pipelines.build_slakh", "_parser"),
-                     "jointist-synth-slakh": ("data_pipelines.synth_slakh", "build_parser")}
+                     "jointist-synth-slakh": ("data_pipelines.synth_slakh", "build_parser"),
+                     "jointist-app": ("jointist_jax.app.cli", "build_parser")}
 
 # Commands run here (matched by their start), and why the others are not, as data: the report of
 # this test. Every other jointist command has its flags, config and files checked.
@@ -77,6 +78,8 @@ CANNOT_RUN_HERE = {
     "jointist-transcribe --checkpoint weights": "needs the released PyTorch weights (flags checked)",
     "jointist-convert": "needs the released PyTorch checkpoints (flags checked; tests/test_convert_checkpoint.py "
                         "converts checkpoints of the same layout)",
+    "jointist-app": "a server that runs until stopped, and needs a trained run (flags checked; "
+                    "tests/test_app.py serves a run and drives the page in headless Chromium)",
     "tensorboard": "a server that runs until stopped (the executable is checked)",
     "bash launch/tpu_pod.sh": "needs gcloud and a TPU slice (`bash -n` checked; tests/test_tpu_pod_launcher.py "
                               "runs it with a recording gcloud)",

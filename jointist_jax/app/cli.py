@@ -19,13 +19,15 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from configs import OneLineHelpFormatter
+
 PROG = "jointist-app"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=OneLineHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="workdir of a transcription run, or a joint run (which also separates stems)")
     parser.add_argument("--ir_checkpoint", default=None, help="workdir of an ir run: enables 'auto' instruments")
