@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch_helpers import config_flags, free_port, run_train, sigterm_one_of_two, two_process_flags, wait_for_line
+from launch_helpers import config_flags, free_port, run_train, two_process_flags, wait_for_line
 
 from jointist_jax import run_dir
 from jointist_jax.data import pipeline
@@ -275,18 +275,6 @@ def test_two_processes_train_what_one_process_trains(tiny_tfds_dir, tmp_path):
         largest = max(largest, float(np.max(np.abs(a - b))))
     print("largest parameter difference", largest)
     assert largest < TOPOLOGY_TOLERANCE
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_of_two_processes_makes_both_save_the_same_step(tiny_tfds_dir, tmp_path):
-    """JAX's preemption service carries one process's SIGTERM to the other; both stop at the same
-    step, save it together and exit 0 (no per-step all-gather of a flag)."""
-    port = free_port()
-    procs = [run_train(two_process_flags(tiny_tfds_dir, tmp_path, total_steps=200, checkpoint_every=1000)
-                       + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"],
-                       devices=2) for pid in range(2)]
-    step = sigterm_one_of_two(procs, total=200)
-    assert saved_steps(tmp_path) == [step]
 
 
 @pytest.mark.slow
