@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from configs import OneLineHelpFormatter
+from jointist_jax.inference.cli import add_batching_flags
 
 PROG = "jointist-app"
 
@@ -34,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     parser.add_argument("--max_upload_mb", type=float, default=100.0, help="largest audio file accepted")
-    parser.add_argument("--batch_windows", type=int, default=2, help="10-s windows per model call")
-    parser.add_argument("--max_rows", type=int, default=0,
-                        help="at most this many window x instrument rows per model call; 0: as many as "
-                             "--memory_budget allows")
-    parser.add_argument("--memory_budget", default=None,
-                        help="memory this process may use (e.g. 4GB): the rows per call are the most that fit; "
-                             "default: what it holds plus 90%% of the machine's available memory")
+    add_batching_flags(parser)
     return parser
 
 

@@ -24,6 +24,19 @@ from jointist_jax import instruments, storage
 PROG = "jointist-transcribe"
 
 
+def add_batching_flags(parser: argparse.ArgumentParser) -> None:
+    """``--batch_windows``, ``--max_rows`` and ``--memory_budget``: the rows of each model call
+    (shared by ``jointist-transcribe`` and ``jointist-app``)."""
+    parser.add_argument("--batch_windows", type=int, default=2,
+                        help="10-s windows per model call (memory grows with windows x instruments)")
+    parser.add_argument("--max_rows", type=int, default=0,
+                        help="at most this many window x instrument rows per model call: instruments beyond "
+                             "max_rows // batch_windows go in further calls; 0: as many as --memory_budget allows")
+    parser.add_argument("--memory_budget", default=None,
+                        help="memory this process may use (e.g. 4GB, 3500MB): the rows per call are the most "
+                             "that fit; default: what it holds plus 90%% of the machine's available memory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
     parser = argparse.ArgumentParser(
@@ -37,14 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "piano,bass,drums), or 'auto' to use the recognizer of --ir_checkpoint")
     parser.add_argument("--ir_checkpoint", default=None, help="workdir of an ir run (needed for 'auto')")
     parser.add_argument("--separate", action="store_true", help="also write one separated WAV per instrument")
-    parser.add_argument("--batch_windows", type=int, default=2,
-                        help="10-s windows per model call (memory grows with windows x instruments)")
-    parser.add_argument("--max_rows", type=int, default=0,
-                        help="at most this many window x instrument rows per model call: instruments beyond "
-                             "max_rows // batch_windows go in further calls; 0: as many as --memory_budget allows")
-    parser.add_argument("--memory_budget", default=None,
-                        help="memory this process may use (e.g. 4GB, 3500MB): the rows per call are the most "
-                             "that fit; default: what it holds plus 90%% of the machine's available memory")
+    add_batching_flags(parser)
     parser.add_argument("--onset_threshold", type=float, default=0.1,
                         help="onset posterior a note must reach to start (onset-gated decoding)")
     parser.add_argument("--frame_threshold", type=float, default=0.1,
