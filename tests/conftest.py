@@ -1,8 +1,13 @@
 """Test set-up: 8 simulated CPU devices and the project's CPU XLA flags, before jax loads; and a
-tiny synthetic Slakh-format dataset with its TFRecords, built once per test process."""
+tiny synthetic Slakh-format dataset with its TFRecords, built once per test run and shared by every
+pytest-xdist worker (:func:`built_once`)."""
 
+import contextlib
+import fcntl
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,26 +25,55 @@ TINY_CLIP_SECONDS = 2.0
 TINY_HOP_SECONDS = 2.0
 
 
+@contextlib.contextmanager
+def built_once(tmp_path_factory, name: str):
+    """A folder for this whole test run, built by the first worker that asks for it.
+
+    Yields ``(folder, build)``: when ``build`` is true the caller fills ``folder`` inside the
+    ``with`` block (other workers wait on a lock meanwhile); a block that raises leaves no folder
+    behind, so the next caller builds it again. pytest-xdist workers share the parent of their
+    base temporary folders; without xdist the base folder itself is used.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            yield folder, False
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        try:
+            yield folder, True
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        done.touch()
+
+
 @pytest.fixture(scope="session")
-def tiny_slakh_dir(tmp_path_factory):
+def tiny_slakh_dir(tmp_path_factory) -> Path:
     """A rendered Slakh-format dataset: 4 train, 2 validation, 1 test track of 5 s."""
     from data_pipelines import synth_slakh
 
-    out = tmp_path_factory.mktemp("slakh_synth")
-    code = synth_slakh.main(["--out", str(out), "--seconds", "5", "--seed", "7",
-                             "--splits", "train=4,validation=2,test=1", "--workers", "2"])
-    assert code == 0
+    with built_once(tmp_path_factory, "slakh_synth") as (out, build):
+        if build:
+            assert synth_slakh.main(["--out", str(out), "--seconds", "5", "--seed", "7",
+                                     "--splits", "train=4,validation=2,test=1", "--workers", "2"]) == 0
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_tfds_dir(tiny_slakh_dir, tmp_path_factory):
+def tiny_tfds_dir(tiny_slakh_dir, tmp_path_factory) -> Path:
     """The TFDS `slakh2100` clips built from :func:`tiny_slakh_dir`."""
     from data_pipelines import build_slakh
 
-    data_dir = tmp_path_factory.mktemp("tfds")
-    build_slakh.build(tiny_slakh_dir, data_dir, hop_seconds=TINY_HOP_SECONDS,
-                      clip_seconds=TINY_CLIP_SECONDS, workers=1)
+    with built_once(tmp_path_factory, "tfds") as (data_dir, build):
+        if build:
+            build_slakh.build(tiny_slakh_dir, data_dir, hop_seconds=TINY_HOP_SECONDS,
+                              clip_seconds=TINY_CLIP_SECONDS, workers=1)
     return data_dir
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "launch" / "train.py")
+# In transcription:runlocal's warm-up, step 2's Adam update moves a parameter by up to about
+# lr * 1/50 = 6e-5. Topologies that train on the same batches differ only by float summation
+# order (largest difference measured: 9e-7), well below one update.
+TOPOLOGY_TOLERANCE = 1e-5
 
 
 def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, env: dict | None = None,
@@ -68,3 +72,19 @@ def sigterm_one_of_two(procs: list[subprocess.Popen], total: int) -> int:
     steps = [int(lines[0].split("final step")[1].split()[0]) for lines in final]
     assert steps[0] == steps[1] < total, outputs
     return steps[0]
+
+
+def checkpoint_params(workdir: Path, step: int) -> list:
+    """Parameters of one saved step, restored without a target (host numpy arrays)."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir) / "checkpoints" / str(step) / "default"
+    checkpointer = ocp.StandardCheckpointer()
+    saved = checkpointer.metadata(path).item_metadata
+    # Onto this process's first device, whatever topology wrote it.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), saved)
+    restored = checkpointer.restore(path, target)
+    return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]

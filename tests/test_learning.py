@@ -21,12 +21,16 @@ minutes on a 2-core CPU (3.5 minutes measured while other jobs shared the cores)
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import built_once
 from jointist_jax import instruments
 from jointist_jax.data import targets
 from jointist_jax.metrics import separation_metrics, transcription_metrics
@@ -84,12 +88,14 @@ def _reference_notes(notes) -> Notes:
                  pitches=[n[2] for n in notes], velocities=[100] * len(notes))
 
 
-def _train(config_name: str, num_steps: int, lr: float, *, transcriber_from=None):
+def _train(config_name: str, num_steps: int, lr: float, cache: Path, *, transcriber_from=None):
     """Trains the config's runlocal model on the clip for ``num_steps``.
 
     ``transcriber_from`` (a trained transcription :class:`TrainState`) starts a joint model's
     transcriber from it, as ``joint_pretrained`` does. Returns (untrained, trained) eval-mode
-    models and the final state.
+    models and the trained state (parameters and BatchNorm statistics). The trained weights are
+    kept in ``cache`` (:func:`conftest.built_once`): the test process that trains first saves them,
+    the others load them, so the run is trained once per test run.
     """
     import importlib
 
@@ -106,19 +112,30 @@ def _train(config_name: str, num_steps: int, lr: float, *, transcriber_from=None
         nnx.update(model.transcriber, transcriber_from.params, transcriber_from.batch_stats)
     graphdef = steps.split_model(model)[0]
     tx, schedule = optimizer.make_optimizer(config.optimizer)
-    state = steps.TrainState.create(model, tx)
-    untrained = state
-    train_step = jax.jit(steps.make_train_step(graphdef, tx, schedule, config.stage, jax.random.key(0)))
-    batch = jax.tree.map(jnp.asarray, _clip_batch())
-    for _ in range(num_steps):
-        state, _ = train_step(state, batch)
+    untrained = steps.TrainState.create(model, tx)
+    weights = (untrained.params, untrained.batch_stats)
+    saved = cache / "weights.npz"
+    if saved.exists():
+        with np.load(saved) as arrays:
+            trained_weights = jax.tree.unflatten(jax.tree.structure(weights),
+                                                 [jnp.asarray(arrays[f"a{i}"]) for i in range(len(arrays.files))])
+    else:
+        state = untrained
+        train_step = jax.jit(steps.make_train_step(graphdef, tx, schedule, config.stage, jax.random.key(0)))
+        batch = jax.tree.map(jnp.asarray, _clip_batch())
+        for _ in range(num_steps):
+            state, _ = train_step(state, batch)
+        trained_weights = (state.params, state.batch_stats)
+        np.savez(saved, **{f"a{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(trained_weights))})
+    trained = dataclasses.replace(untrained, params=trained_weights[0], batch_stats=trained_weights[1],
+                                  opt_state=None)
 
     def eval_model(s):
         m = nnx.merge(graphdef, s.params, s.batch_stats, s.rest, copy=True)
         m.eval()
         return m
 
-    return eval_model(untrained), eval_model(state), state
+    return eval_model(untrained), eval_model(trained), trained
 
 
 def _transcribe(transcriber, batch) -> dict[str, np.ndarray]:
@@ -133,13 +150,16 @@ def _decode_row(outputs, row: int) -> Notes:
 
 
 @pytest.fixture(scope="module")
-def transcriber_run():
-    return _train("transcription", num_steps=TRANSCRIBER_STEPS, lr=6e-3)
+def transcriber_run(tmp_path_factory):
+    with built_once(tmp_path_factory, "learning_transcriber") as (cache, _):
+        return _train("transcription", num_steps=TRANSCRIBER_STEPS, lr=6e-3, cache=cache)
 
 
 @pytest.fixture(scope="module")
-def joint_run(transcriber_run):
-    return _train("joint_pretrained", num_steps=JOINT_STEPS, lr=1e-3, transcriber_from=transcriber_run[2])
+def joint_run(transcriber_run, tmp_path_factory):
+    with built_once(tmp_path_factory, "learning_joint") as (cache, _):
+        return _train("joint_pretrained", num_steps=JOINT_STEPS, lr=1e-3, cache=cache,
+                      transcriber_from=transcriber_run[2])
 
 
 @pytest.mark.parametrize("row, notes", [(0, PIANO_NOTES), (1, BASS_NOTES)], ids=["piano", "bass"])

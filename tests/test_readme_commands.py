@@ -25,9 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from launch_helpers import ROOT
+from launch_helpers import ROOT, TOPOLOGY_TOLERANCE, checkpoint_params, run_train, two_process_flags
 
 DOCS = ("README.md", "launch/README.md")
 SHELL_BLOCKS = ("bash", "sh", "shell", "console")
@@ -45,7 +46,8 @@ ARGPARSE_PROGRAMS = {"jointist-transcribe": ("jointist_jax.inference.cli", "buil
 # Commands run here (matched by their start), and why the others are not, as data: the report of
 # this test. Every other jointist command has its flags, config and files checked.
 RUN_HERE = {
-    "bash launch/local_two_process.sh": "run with the tiny dataset, 1 step, no validation",
+    "bash launch/local_two_process.sh": "run with the tiny dataset, 2 steps, no validation, and compared "
+                                         "with one process of 4 devices",
     "jointist-train --config=transcription:runlocal --workdir=demo/workdirs/t":
         "run with the tiny dataset, 1 step, no validation",
     "jointist-train --help": "run",
@@ -278,16 +280,28 @@ def test_local_training_command_runs(tiny_tfds_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_command_runs_and_says_where_its_logs_are(tiny_tfds_dir, tmp_path):
+def test_two_process_command_trains_what_one_process_trains(tiny_tfds_dir, tmp_path):
+    """The README's two-process command, as written: both processes agree on their parameters, say
+    where their logs are, and train what one process of 4 devices trains with the same global batch
+    (the batch depends on (seed, step) only; the two differ by float summation order at most)."""
     words = shlex.split(_one_command("bash launch/local_two_process.sh"))
-    words = [str(tmp_path / "runs" / "two_process") if w == "runs/two_process" else w for w in words]
-    proc = subprocess.run([*words, *_tiny(tiny_tfds_dir), "--config.total_steps=1"], env=_env(), cwd=ROOT,
+    two = tmp_path / "runs" / "two_process"
+    words = [str(two) if w == "runs/two_process" else w for w in words]
+    proc = subprocess.run([*words, *_tiny(tiny_tfds_dir), "--config.total_steps=2"], env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     checksums = {line.split("checksum")[1] for line in proc.stdout.splitlines() if "parameter checksum" in line}
     assert len(checksums) == 1 and proc.stdout.count("parameter checksum") == 2, proc.stdout
     log = tmp_path / "runs" / "two_process.process0.log"
     assert log.is_file() and f"logs: {log}" in proc.stdout
+    one = tmp_path / "one_process"
+    single = run_train(two_process_flags(tiny_tfds_dir, one, total_steps=2), devices=4)
+    out, _ = single.communicate(timeout=500)
+    assert single.returncode == 0, out
+    largest = max(float(np.max(np.abs(a - b)))
+                  for a, b in zip(checkpoint_params(two, 2), checkpoint_params(one, 2), strict=True))
+    print("largest parameter difference", largest)
+    assert largest < TOPOLOGY_TOLERANCE
 
 
 def test_two_process_failure_is_shown_and_bucket_logs_stay_out_of_the_working_folder(tmp_path):
