@@ -87,9 +87,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    elif False:\n        state = _initialise_from(run, state, config.init_from)",
         ("tests/test_train.py::test_joint_pretrained_starts_from_the_transcription_checkpoint",)),
     Mutation(
-        "decoder_threshold_0_01", "jointist_jax/inference/postprocess.py",
+        "decoder_threshold_0_01", "jointist_jax/rolls.py",
         "DEFAULT_THRESHOLD = 0.1\n", "DEFAULT_THRESHOLD = 0.01\n",
-        ("tests/test_postprocess.py",)),
+        ("tests/test_rolls_decode.py",)),
     Mutation(
         "bucket_read_downloads_whole_object", "jointist_jax/storage.py",
         "            data = _filesystem().cat_file(_object_key(self.files[file_index]), start=offset, "

@@ -42,7 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jointist_jax import instruments, music, storage
+from jointist_jax import instruments, music, rolls, storage
 from jointist_jax.data import records, sampler, targets
 
 # Examples built at once. Each reads one record (a few MB); from a bucket each read waits tens of
@@ -283,7 +283,7 @@ class ExampleSpec:
 
     @property
     def frames(self) -> int:
-        return targets.num_frames(self.clip_samples / self.sample_rate)
+        return rolls.num_frames(self.clip_samples / self.sample_rate)
 
     def fields(self) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
         """``(key, dtype, per-clip shape)`` of every output, in output order."""
@@ -342,13 +342,13 @@ def build_example(record: records.Record, start: int, rng: np.random.Generator, 
         out["is_positive"] = is_positive.astype(np.float32)
         positives = sorted(set(class_ids[is_positive].tolist()))
         if spec.targets:
-            rolls = {}
+            by_class = {}
             for cls in positives:
                 sel = record["note_class"] == cls
-                rolls[cls] = targets.note_rolls(
+                by_class[cls] = rolls.note_rolls(
                     record["note_onset"][sel], record["note_offset"][sel], record["note_pitch"][sel],
                     start=offset / sr, seconds=seconds)
-            out.update(sampler.row_rolls(class_ids, is_positive, rolls, frames=spec.frames,
+            out.update(sampler.row_rolls(class_ids, is_positive, by_class, frames=spec.frames,
                                          num_keys=music.NUM_PITCHES,
                                          transcribe_negatives=spec.transcribe_negatives))
         if spec.stems:
