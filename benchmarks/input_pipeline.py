@@ -33,7 +33,7 @@ import jax
 def measure_open(data_dir: str, split: str) -> dict[str, float]:
     """Opening ``split``: seconds and bytes, with the saved record index and by scanning the shards."""
     from jointist_jax import storage
-    from jointist_jax.data import records
+    from jointist_jax.data import record_scanner, records
 
     start = time.perf_counter()
     dataset = records.open_dataset(data_dir)
@@ -45,7 +45,7 @@ def measure_open(data_dir: str, split: str) -> dict[str, float]:
     files = dataset.split_files(split)
     with storage.RangeReader(files) as reader:
         for i in range(len(files)):
-            records.scan_file(reader, i)
+            record_scanner.scan_file(reader, i)
         scan_seconds = time.perf_counter() - start
         scan_bytes, scan_requests = reader.bytes_read, reader.requests
     shard_bytes = sum(dataset.file_sizes()[f.name] for f in files)
@@ -57,7 +57,7 @@ def measure_open(data_dir: str, split: str) -> dict[str, float]:
 
 def measure_crc(data_dir: str, split: str, records_to_time: int = 16, repeats: int = 5) -> dict[str, float]:
     """The CRC-32C check alone: microseconds per record and per MB over the first records of ``split``."""
-    from jointist_jax.data import records
+    from jointist_jax.data import record_scanner, records
 
     dataset = records.open_dataset(data_dir)
     index = records.split_index(dataset, split)
@@ -66,7 +66,7 @@ def measure_crc(data_dir: str, split: str, records_to_time: int = 16, repeats: i
     start = time.perf_counter()
     for _ in range(repeats):
         for data in payloads:
-            records.masked_crc32c(data)
+            record_scanner.masked_crc32c(data)
     elapsed = (time.perf_counter() - start) / repeats
     megabytes = sum(len(d) for d in payloads) / 1e6
     return {"us_per_record": 1e6 * elapsed / len(payloads), "us_per_mb": 1e6 * elapsed / megabytes,
