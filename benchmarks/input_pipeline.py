@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from jointist_jax.data import pipeline  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax.data.spec import InputSpec
 
 import jax
 
@@ -78,9 +79,9 @@ def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int
                      seed: int = 0) -> dict[str, float]:
     """Batches per second of one stage's shapes, after ``warmup`` batches; clips/s and rows/s."""
     rows = clips * max(num_positive + num_negative, 1)
-    with pipeline.make_train_iterator(data_dir, split, global_batch=clips, num_positive=num_positive,
-                                      num_negative=num_negative, seed=seed, clip_seconds=clip_seconds,
-                                      num_workers=workers) as pipe:
+    spec = InputSpec(global_batch=clips, num_positive=num_positive, num_negative=num_negative, seed=seed,
+                     clip_seconds=clip_seconds, num_workers=workers)
+    with pipeline.make_train_iterator(data_dir, split, spec) as pipe:
         batches = iter(pipe)
         for _ in range(warmup):
             jax.block_until_ready(next(batches))
