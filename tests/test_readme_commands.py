@@ -171,12 +171,13 @@ def _env(**extra) -> dict[str, str]:
 _ABSL_CHECK = """
 import sys
 from absl import flags
-import configs, {module} as cli
+from jointist_jax import cli_support
+import {module} as cli
 flags.mark_flags_as_required(["config", "workdir"])
 try:
-    configs.parse_stage_flags(sys.argv[1:], "check")
+    cli_support.parse_stage_flags(sys.argv[1:], "check")
     print("ok")
-except configs.ConfigError as error:
+except cli_support.ConfigError as error:
     print(error)
 """
 # Parses each argument list (JSON) with an argparse program's parser; one line each.
