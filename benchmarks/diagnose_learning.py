@@ -11,8 +11,8 @@ Trains ``transcription:runlocal`` (or the given config) and, every ``--every`` s
   ``train`` (batch statistics + dropout, what the loss sees), ``bn-only`` (batch statistics, no
   dropout) and ``eval`` (running statistics, no dropout: what inference sees).
 
-  .venv/bin/python benchmarks/diagnose_learning.py --steps 300 --fixed_batch   # one batch, memorise
-  .venv/bin/python benchmarks/diagnose_learning.py --steps 1000                # the training stream
+  .venv/bin/python -m benchmarks.diagnose_learning --steps 300 --fixed_batch   # one batch, memorise
+  .venv/bin/python -m benchmarks.diagnose_learning --steps 1000                # the training stream
 
 ``--set key=value`` overrides config fields (e.g. ``--set optimizer.lr=3e-3``).
 """

@@ -1,8 +1,8 @@
 """Data-path throughput: TFRecord build speed and size, and input-pipeline clips/s and rows/s.
 
-    python benchmarks/input_pipeline.py --data_dir DATA           # a built slakh2100 dataset
-    python benchmarks/input_pipeline.py --slakh_dir SLAKH         # builds one into a temp dir first
-    python benchmarks/input_pipeline.py --data_dir DATA --gcs_emulator   # and from a bucket too
+    python -m benchmarks.input_pipeline --data_dir DATA           # a built slakh2100 dataset
+    python -m benchmarks.input_pipeline --slakh_dir SLAKH         # builds one into a temp dir first
+    python -m benchmarks.input_pipeline --data_dir DATA --gcs_emulator   # and from a bucket too
 
 With ``--slakh_dir`` it first measures the build: seconds of audio packed per second, bytes per
 hour of audio, and both scaled to the 145 hours of Slakh2100. Then it measures, after a warm-up,

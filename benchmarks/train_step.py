@@ -21,10 +21,10 @@ rows/s, compile seconds, FLOPs per step (XLA cost analysis; matmul+conv FLOPs wi
 counts), XLA memory analysis of the compiled step, the process peak RSS, the reference's seconds
 with the ratio ours / reference, and with ``--peak_tflops`` the model FLOP utilisation.
 
-    .venv/bin/python benchmarks/train_step.py                          # every stage, fp32
-    .venv/bin/python benchmarks/train_step.py --stages t_train,ir_train --steps 5 --json /tmp/t.json
-    .venv/bin/python benchmarks/train_step.py --dtype bfloat16 --peak_tflops 989   # e.g. an H100
-    .venv/bin/python benchmarks/train_step.py --tiny                   # smoke run, seconds
+    .venv/bin/python -m benchmarks.train_step                          # every stage, fp32
+    .venv/bin/python -m benchmarks.train_step --stages t_train,ir_train --steps 5 --json /tmp/t.json
+    .venv/bin/python -m benchmarks.train_step --dtype bfloat16 --peak_tflops 989   # e.g. an H100
+    .venv/bin/python -m benchmarks.train_step --tiny                   # smoke run, seconds
 """
 
 from __future__ import annotations
@@ -40,15 +40,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from benchmarks import common
 from configs import defaults, ir, joint_scratch, separation, transcription
 from jointist_jax.data.spec import InputSpec, input_spec
 from jointist_jax.train import distributed, stages
 from jointist_jax.train.trainer import Run
-
-try:  # `python benchmarks/train_step.py` puts benchmarks/ itself on sys.path
-    from benchmarks import common
-except ImportError:
-    import common
 
 
 @dataclasses.dataclass(frozen=True)
