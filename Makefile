@@ -33,11 +33,11 @@ demo: install
 # readme_numbers.py recomputes README.md's deterministic figures and fails if one is stale.
 benchmarks: install
 	$(PY) scripts/readme_numbers.py
-	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
-	$(PY) benchmarks/forward.py --conditions 1,5
-	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/inference.py --max_rows 8
-	$(PY) benchmarks/learn_synth.py
+	$(PY) -m benchmarks.input_pipeline --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
+	$(PY) -m benchmarks.forward --conditions 1,5
+	$(PY) -m benchmarks.train_step
+	$(PY) -m benchmarks.inference --max_rows 8
+	$(PY) -m benchmarks.learn_synth
 
 clean:
 	rm -rf demo .pytest_cache

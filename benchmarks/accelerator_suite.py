@@ -25,8 +25,8 @@ started only if the time it is expected to take (the case's last measurement) is
 ``--budget_seconds``, counted from the start; what is not started is recorded under ``skipped``. The JSON (``--out``) is rewritten after
 every item, so a run that is killed still leaves valid JSON of what it finished.
 
-    python benchmarks/accelerator_suite.py --out /tmp/accel.json                 # on a GPU host
-    python benchmarks/accelerator_suite.py --tiny --cases ir_train --dtypes float32 --batches 2,max \
+    python -m benchmarks.accelerator_suite --out /tmp/accel.json                 # on a GPU host
+    python -m benchmarks.accelerator_suite --tiny --cases ir_train --dtypes float32 --batches 2,max \
         --max_batch 4 --memory_limit_gb 0.012 --profile_case ir_train --out /tmp/tiny.json  # CPU smoke
 
 Peak TFLOP/s looked up from the device kind (dense, no sparsity; float32 matmuls on these GPUs run
@@ -52,15 +52,9 @@ import jax
 import numpy as np
 from flax import nnx
 
+from benchmarks import common, profile_summary, train_step
 from jointist_jax.train import distributed, model_factory
 from jointist_jax.train.trainer import Run
-
-try:  # `python benchmarks/accelerator_suite.py` puts benchmarks/ itself on sys.path
-    from benchmarks import common, profile_summary, train_step
-except ImportError:
-    import common
-    import profile_summary
-    import train_step
 
 CASE_ORDER = ("ts_train", "t_train", "tw_train", "s_train", "cu_train", "ir_train")  # most wanted first
 DTYPE_ORDER = ("bfloat16", "float32")

@@ -9,8 +9,8 @@ one einsum) and ``lax`` (``jax.lax.conv_transpose`` with the flipped HWIO kernel
 
 Run (CPU, from the repository root):
 
-    .venv/bin/python benchmarks/conv_transpose.py                 # all 6 decoder levels, B = 2 rows
-    .venv/bin/python benchmarks/conv_transpose.py --levels 1 2 --repeats 7
+    .venv/bin/python -m benchmarks.conv_transpose                 # all 6 decoder levels, B = 2 rows
+    .venv/bin/python -m benchmarks.conv_transpose --levels 1 2 --repeats 7
 
 Prints one line per level: shapes, median milliseconds of each form, and matmul / lax.
 """

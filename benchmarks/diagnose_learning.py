@@ -11,8 +11,8 @@ Trains ``transcription:runlocal`` (or the given config) and, every ``--every`` s
   ``train`` (batch statistics + dropout, what the loss sees), ``bn-only`` (batch statistics, no
   dropout) and ``eval`` (running statistics, no dropout: what inference sees).
 
-  .venv/bin/python benchmarks/diagnose_learning.py --steps 300 --fixed_batch   # one batch, memorise
-  .venv/bin/python benchmarks/diagnose_learning.py --steps 1000                # the training stream
+  .venv/bin/python -m benchmarks.diagnose_learning --steps 300 --fixed_batch   # one batch, memorise
+  .venv/bin/python -m benchmarks.diagnose_learning --steps 1000                # the training stream
 
 ``--set key=value`` overrides config fields (e.g. ``--set optimizer.lr=3e-3``).
 """
@@ -34,6 +34,7 @@ import optax
 from flax import nnx
 
 from jointist_jax.data import pipeline
+from jointist_jax.data.spec import input_spec
 from jointist_jax.models import losses
 from jointist_jax.train import model_factory, optimizer, stages, steps
 
@@ -118,8 +119,8 @@ def main(argv=None) -> int:
         tx = optax.chain(optax.scale_by_adam(o.b1, o.b2, o.eps), optax.scale_by_learning_rate(schedule))
     opt_state = tx.init(params)
     base_key = jax.random.key(config.seed)
-    options = stages.get(config.stage).data_options(config)  # the trainer's own input settings
-    stream = pipeline.make_train_iterator(args.data_dir, config.data.train_split, **options)
+    spec = input_spec(stages.get(config.stage), config)  # the trainer's own input settings
+    stream = pipeline.make_train_iterator(args.data_dir, config.data.train_split, spec)
     batches = iter(stream)
     fixed = next(batches) if args.fixed_batch else None
 

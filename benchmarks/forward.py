@@ -9,10 +9,10 @@ batched call: the log-mel / STFT is computed once per clip and broadcast inside 
 (docs/reference.md §11.3: t_infer1, t_infer39 / t_infer39b, tw_infer1) are printed beside ours with the
 ratio ours / reference (< 1 is faster).
 
-    .venv/bin/python benchmarks/forward.py                                   # everything, fp32
-    .venv/bin/python benchmarks/forward.py --modules transcriber_narrow --conditions 1 --repeats 5
-    .venv/bin/python benchmarks/forward.py --dtype bfloat16 --json /tmp/forward.json
-    .venv/bin/python benchmarks/forward.py --tiny                            # smoke run, seconds
+    .venv/bin/python -m benchmarks.forward                                   # everything, fp32
+    .venv/bin/python -m benchmarks.forward --modules transcriber_narrow --conditions 1 --repeats 5
+    .venv/bin/python -m benchmarks.forward --dtype bfloat16 --json /tmp/forward.json
+    .venv/bin/python -m benchmarks.forward --tiny                            # smoke run, seconds
 
 K = 39 calls take about a minute each on a 2-core CPU, so those cases use ``--repeats_large``
 (default 1) timed calls instead of ``--repeats``; the table's ``N`` column says which.
@@ -31,13 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks import common
 from configs import defaults
 from jointist_jax.train import model_factory
-
-try:  # `python benchmarks/forward.py` puts benchmarks/ itself on sys.path
-    from benchmarks import common
-except ImportError:
-    import common
 
 MODULES = ("recognizer", "transcriber_narrow", "transcriber_wide", "separator_sum", "separator_standalone")
 CONDITIONED = frozenset(MODULES) - {"recognizer"}

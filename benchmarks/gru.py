@@ -11,7 +11,7 @@ Variants:
   plain_ad  — the straightforward port: one autodiff ``lax.scan`` per direction with hoisted
               input projections.
 
-Run:  .venv/bin/python benchmarks/gru.py [--rows 2] [--frames 1001] [--repeats 5] [--unroll 1 2 4]
+Run:  .venv/bin/python -m benchmarks.gru [--rows 2] [--frames 1001] [--repeats 5] [--unroll 1 2 4]
 
 Measured (2-core AMD EPYC, jax 0.10.2, 2026-11-25, machine shared with other jobs at load 7-9, so
 wall-clock numbers are noisy; process CPU time is the steadier one), ``--unroll 1 2 4 8 --repeats 7``,

@@ -1,10 +1,10 @@
 r"""Real-time factor of whole-song inference: recognizer + transcriber + separator.
 
-  python benchmarks/inference.py                          # full size, 60-s song, 1, 5 and 39 instruments
-  python benchmarks/inference.py --max_rows 8             # on a 24-GiB CPU machine (39 in groups of 8)
-  python benchmarks/inference.py --no_separation          # transcriber alone: the reference's measured work
-  python benchmarks/inference.py --seconds 12 --instruments 1 --size tiny   # quick check (~1 min)
-  /usr/bin/time -v python benchmarks/inference.py --memory_budget 4GB --seconds 300 --instruments 39
+  python -m benchmarks.inference                          # full size, 60-s song, 1, 5 and 39 instruments
+  python -m benchmarks.inference --max_rows 8             # on a 24-GiB CPU machine (39 in groups of 8)
+  python -m benchmarks.inference --no_separation          # transcriber alone: the reference's measured work
+  python -m benchmarks.inference --seconds 12 --instruments 1 --size tiny   # quick check (~1 min)
+  /usr/bin/time -v python -m benchmarks.inference --memory_budget 4GB --seconds 300 --instruments 39
       # bounded memory: rows per call from the budget; decodes and writes the song as jointist-transcribe does
 
 With ``--memory_budget`` each case runs once, without a warm-up (whose one-window song would choose

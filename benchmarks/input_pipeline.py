@@ -1,8 +1,8 @@
 """Data-path throughput: TFRecord build speed and size, and input-pipeline clips/s and rows/s.
 
-    python benchmarks/input_pipeline.py --data_dir DATA           # a built slakh2100 dataset
-    python benchmarks/input_pipeline.py --slakh_dir SLAKH         # builds one into a temp dir first
-    python benchmarks/input_pipeline.py --data_dir DATA --gcs_emulator   # and from a bucket too
+    python -m benchmarks.input_pipeline --data_dir DATA           # a built slakh2100 dataset
+    python -m benchmarks.input_pipeline --slakh_dir SLAKH         # builds one into a temp dir first
+    python -m benchmarks.input_pipeline --data_dir DATA --gcs_emulator   # and from a bucket too
 
 With ``--slakh_dir`` it first measures the build: seconds of audio packed per second, bytes per
 hour of audio, and both scaled to the 145 hours of Slakh2100. Then it measures, after a warm-up,
@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from jointist_jax.data import pipeline  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax.data.spec import InputSpec
 
 import jax
 
@@ -33,7 +34,7 @@ import jax
 def measure_open(data_dir: str, split: str) -> dict[str, float]:
     """Opening ``split``: seconds and bytes, with the saved record index and by scanning the shards."""
     from jointist_jax import storage
-    from jointist_jax.data import records
+    from jointist_jax.data import record_scanner, records
 
     start = time.perf_counter()
     dataset = records.open_dataset(data_dir)
@@ -45,7 +46,7 @@ def measure_open(data_dir: str, split: str) -> dict[str, float]:
     files = dataset.split_files(split)
     with storage.RangeReader(files) as reader:
         for i in range(len(files)):
-            records.scan_file(reader, i)
+            record_scanner.scan_file(reader, i)
         scan_seconds = time.perf_counter() - start
         scan_bytes, scan_requests = reader.bytes_read, reader.requests
     shard_bytes = sum(dataset.file_sizes()[f.name] for f in files)
@@ -57,7 +58,7 @@ def measure_open(data_dir: str, split: str) -> dict[str, float]:
 
 def measure_crc(data_dir: str, split: str, records_to_time: int = 16, repeats: int = 5) -> dict[str, float]:
     """The CRC-32C check alone: microseconds per record and per MB over the first records of ``split``."""
-    from jointist_jax.data import records
+    from jointist_jax.data import record_scanner, records
 
     dataset = records.open_dataset(data_dir)
     index = records.split_index(dataset, split)
@@ -66,7 +67,7 @@ def measure_crc(data_dir: str, split: str, records_to_time: int = 16, repeats: i
     start = time.perf_counter()
     for _ in range(repeats):
         for data in payloads:
-            records.masked_crc32c(data)
+            record_scanner.masked_crc32c(data)
     elapsed = (time.perf_counter() - start) / repeats
     megabytes = sum(len(d) for d in payloads) / 1e6
     return {"us_per_record": 1e6 * elapsed / len(payloads), "us_per_mb": 1e6 * elapsed / megabytes,
@@ -78,9 +79,9 @@ def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int
                      seed: int = 0) -> dict[str, float]:
     """Batches per second of one stage's shapes, after ``warmup`` batches; clips/s and rows/s."""
     rows = clips * max(num_positive + num_negative, 1)
-    with pipeline.make_train_iterator(data_dir, split, global_batch=clips, num_positive=num_positive,
-                                      num_negative=num_negative, seed=seed, clip_seconds=clip_seconds,
-                                      num_workers=workers) as pipe:
+    spec = InputSpec(global_batch=clips, num_positive=num_positive, num_negative=num_negative, seed=seed,
+                     clip_seconds=clip_seconds, num_workers=workers)
+    with pipeline.make_train_iterator(data_dir, split, spec) as pipe:
         batches = iter(pipe)
         for _ in range(warmup):
             jax.block_until_ready(next(batches))

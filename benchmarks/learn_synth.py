@@ -16,11 +16,11 @@ thresholds 0.1) at its checkpoints:
   ``--ir_steps``.
 
   make demo                                   # renders and packs demo/tfds first
-  .venv/bin/python benchmarks/learn_synth.py  # numbers in README.md ("Learning")
-  .venv/bin/python benchmarks/learn_synth.py --stages transcription --steps 300 --split validation
+  .venv/bin/python -m benchmarks.learn_synth  # numbers in README.md ("Learning")
+  .venv/bin/python -m benchmarks.learn_synth --stages transcription --steps 300 --split validation
   # On a GPU: the full-size narrow transcriber for 5 minutes (compilation included), a point
   # every 500 steps.
-  python benchmarks/learn_synth.py --stages transcription --transcriber narrow --steps 1000000 \
+  python -m benchmarks.learn_synth --stages transcription --transcriber narrow --steps 1000000 \
       --train_seconds 300 --checkpoint_every 500
 
 ``--workdir`` keeps the runs (and resumes them when run again); by default a temporary folder is
@@ -46,14 +46,9 @@ from jointist_jax.train import checkpoints, model_factory, trainer
 
 from flax import nnx
 
+from benchmarks import common
 from jointist_jax import storage
-
 from jointist_jax.evaluation import EvalOptions, evaluate_run
-
-try:  # `python benchmarks/learn_synth.py` puts benchmarks/ itself on sys.path
-    from benchmarks import common
-except ImportError:
-    import common
 
 STAGES = ("transcription", "joint", "ir")
 HEADLINE = ("note_f1/flat", "note_f1/instrument_wise", "note_precision/flat", "note_recall/flat",

@@ -3,7 +3,7 @@ r"""Training-step speed of every stage at the reference's benchmark batch shapes
 Times the step the trainer runs: ``jointist_jax.train.trainer.Run`` builds it from the stage's
 config exactly as ``train_and_evaluate`` does (``steps.make_train_step``, jitted with the state and
 batch shardings and the state donated), at full model size, on random batches with the input
-pipeline's keys, shapes and dtypes (``pipeline.ExampleSpec.fields``), placed with
+pipeline's keys, shapes and dtypes (``InputSpec.fields``), placed with
 ``distributed.batch_sharding``. The cases (docs/reference.md §11.3), each 2 clips x 1 condition (2 rows):
 
   t_train   transcription stage, narrow transcriber
@@ -21,10 +21,10 @@ rows/s, compile seconds, FLOPs per step (XLA cost analysis; matmul+conv FLOPs wi
 counts), XLA memory analysis of the compiled step, the process peak RSS, the reference's seconds
 with the ratio ours / reference, and with ``--peak_tflops`` the model FLOP utilisation.
 
-    .venv/bin/python benchmarks/train_step.py                          # every stage, fp32
-    .venv/bin/python benchmarks/train_step.py --stages t_train,ir_train --steps 5 --json /tmp/t.json
-    .venv/bin/python benchmarks/train_step.py --dtype bfloat16 --peak_tflops 989   # e.g. an H100
-    .venv/bin/python benchmarks/train_step.py --tiny                   # smoke run, seconds
+    .venv/bin/python -m benchmarks.train_step                          # every stage, fp32
+    .venv/bin/python -m benchmarks.train_step --stages t_train,ir_train --steps 5 --json /tmp/t.json
+    .venv/bin/python -m benchmarks.train_step --dtype bfloat16 --peak_tflops 989   # e.g. an H100
+    .venv/bin/python -m benchmarks.train_step --tiny                   # smoke run, seconds
 """
 
 from __future__ import annotations
@@ -40,15 +40,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from benchmarks import common
 from configs import defaults, ir, joint_scratch, separation, transcription
-from jointist_jax.data import pipeline
+from jointist_jax.data.spec import InputSpec, input_spec
 from jointist_jax.train import distributed, stages
 from jointist_jax.train.trainer import Run
-
-try:  # `python benchmarks/train_step.py` puts benchmarks/ itself on sys.path
-    from benchmarks import common
-except ImportError:
-    import common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +101,13 @@ def case_stage(case: str, config: ml_collections.ConfigDict) -> stages.Stage:
     return stages.GT_ROLL_SEPARATION if case == "s_train" else stages.get(config.stage)
 
 
-def example_spec(case: str, config: ml_collections.ConfigDict) -> pipeline.ExampleSpec:
-    """The input pipeline's per-clip output spec for the case's stage (targets / stems as it trains)."""
-    return case_stage(case, config).example_spec(config)
+def example_spec(case: str, config: ml_collections.ConfigDict) -> InputSpec:
+    """The input spec of the case's stage (targets / stems as it trains): its ``fields()`` are the
+    pipeline's per-clip outputs."""
+    return input_spec(case_stage(case, config), config)
 
 
-def random_batch(spec: pipeline.ExampleSpec, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_batch(spec: InputSpec, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
     """A batch with the pipeline's keys, shapes and dtypes and plausible random values: audio in
     [-0.5, 0.5], distinct positive classes as one-hot conditions, binary rolls, all rows valid."""
     rng = np.random.default_rng(seed)

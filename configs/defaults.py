@@ -148,11 +148,14 @@ def separator_config(mode: str, size: str) -> ml_collections.ConfigDict:
     """Constructor arguments of :class:`jointist_jax.models.separator.Separator`.
 
     ``mode="sum"`` is the joint `TCondUNet` (STFT hop 160); ``"standalone"`` the `S` baseline
-    `CondUNet`, whose hop is 320 as coded (docs/deviations.md 5).
+    `CondUNet`, whose hop is 320 as coded (docs/deviations.md 5). The hops and the full size are the
+    model's own defaults (``separator.DEFAULT_HOPS``, ``separator.DEFAULT_CHANNELS``).
     """
-    hop = 160 if mode == "sum" else 320
+    from jointist_jax.models import separator  # here: --help reads configs without loading JAX
+
+    hop = separator.DEFAULT_HOPS.get(mode)  # an unknown mode: the Separator names the modes
     if size == "full":
-        channels = (32, 64, 128, 256, 384, 384)
+        channels = separator.DEFAULT_CHANNELS
     elif size == "tiny":
         channels = (4, 8, 8, 16, 16, 16)
     else:

@@ -55,9 +55,9 @@ import tempfile
 import time
 from typing import Sequence
 
-from configs import OneLineHelpFormatter
 from data_pipelines.slakh2100 import slakh_tracks
 from jointist_jax import storage
+from jointist_jax.cli_support import OneLineHelpFormatter
 from jointist_jax.data import schema
 
 log = logging.getLogger(__name__)

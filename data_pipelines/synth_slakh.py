@@ -28,10 +28,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from configs import OneLineHelpFormatter
 from data_pipelines.synth import compose, dataset, fluidsynth, plan
 from data_pipelines.synth.errors import SynthError
 from jointist_jax import storage
+from jointist_jax.cli_support import OneLineHelpFormatter
 
 
 def local_folder(text: str) -> Path:

@@ -54,14 +54,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    return MEL_FILTERBANK_ATOL",
         ("tests/test_convert_checkpoint.py", "-k", "each_window or filterbank_is_held or nudged_separator_window")),
     Mutation(
-        "crop_sampling_hard_coded", "jointist_jax/train/stages.py",
+        "crop_sampling_hard_coded", "jointist_jax/data/spec.py",
         "crop_sampling=data.crop_sampling,", 'crop_sampling="per_track",',
-        ("tests/test_stages.py::test_data_options_and_example_spec_follow_the_stage",
+        ("tests/test_spec.py::test_the_spec_of_a_stage_carries_every_setting_of_the_config",
          "tests/test_stages.py::test_a_run_with_all_audio_crop_sampling_trains_on_its_batches")),
     Mutation(
-        "data_seed_hard_coded", "jointist_jax/train/stages.py",
-        "stems=self.stems, seed=config.seed)", "stems=self.stems, seed=0)",
-        ("tests/test_stages.py::test_data_options_and_example_spec_follow_the_stage",
+        "data_seed_hard_coded", "jointist_jax/data/spec.py",
+        "seed=config.seed,", "seed=0,",
+        ("tests/test_spec.py::test_the_spec_of_a_stage_carries_every_setting_of_the_config",
          "tests/test_stages.py::test_a_run_trains_on_the_batches_of_its_seed")),
     Mutation(
         "process_offset_dropped", "jointist_jax/data/pipeline.py",
@@ -87,9 +87,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    elif False:\n        state = _initialise_from(run, state, config.init_from)",
         ("tests/test_train.py::test_joint_pretrained_starts_from_the_transcription_checkpoint",)),
     Mutation(
-        "decoder_threshold_0_01", "jointist_jax/inference/postprocess.py",
+        "decoder_threshold_0_01", "jointist_jax/rolls.py",
         "DEFAULT_THRESHOLD = 0.1\n", "DEFAULT_THRESHOLD = 0.01\n",
-        ("tests/test_postprocess.py",)),
+        ("tests/test_rolls_decode.py",)),
     Mutation(
         "bucket_read_downloads_whole_object", "jointist_jax/storage.py",
         "            data = _filesystem().cat_file(_object_key(self.files[file_index]), start=offset, "
@@ -124,7 +124,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_stages.py::test_an_unregistered_stage_object_drives_a_run_too",)),
     Mutation(
         "resume_reads_batches_from_step_0", "jointist_jax/train/trainer.py",
-        "start_step=first_step, **_data_options(config))", "start_step=0, **_data_options(config))",
+        "start_step=first_step)", "start_step=0)",
         ("tests/test_train.py::test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device",)),
 )
 

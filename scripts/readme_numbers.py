@@ -6,7 +6,7 @@ r"""Recomputes the deterministic figures of README.md and prints each in the REA
 Each line is ``ok`` or ``NOT IN README`` and the figure's text; the exit status is 1 when the README
 does not hold a figure as the code computes it today. Cheap figures (parameter counts, the demo's
 recipe, the record index's size) are also checked by ``tests/test_readme_numbers.py``; the ones on
-the demo's data (storage per audio hour, ``benchmarks/diagnose_learning.py``'s losses and gradient
+the demo's data (storage per audio hour, ``python -m benchmarks.diagnose_learning``'s losses and gradient
 norms at fixed seeds, about a minute of CPU) are checked here, run by ``make benchmarks``. Speeds are
 not figures of this kind: they depend on the machine.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from the checkout: the benchmar
 
 import jointist_jax  # noqa: E402,F401  (its CPU XLA flags, before anything imports jax)
 
-DIAGNOSE = ["benchmarks/diagnose_learning.py", "--fixed_batch", "--steps", "100", "--every", "50"]
+DIAGNOSE = ["-m", "benchmarks.diagnose_learning", "--fixed_batch", "--steps", "100", "--every", "50"]
 
 
 def _short(x: float) -> str:
@@ -105,7 +105,7 @@ def storage_per_hour(slakh_dir: Path) -> list[str]:
 
 
 def diagnose_learning() -> list[str]:
-    """``benchmarks/diagnose_learning.py --fixed_batch`` on the demo data: losses, gradient norms,
+    """``python -m benchmarks.diagnose_learning --fixed_batch`` on the demo data: losses, gradient norms,
     posterior quantiles at fixed seeds."""
     out = subprocess.run([sys.executable, *DIAGNOSE], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     steps = {int(m.group(1)): m for m in re.finditer(

@@ -13,6 +13,7 @@ import pytest
 import soundfile
 
 from jointist_jax.data import pipeline, records, tracks
+from jointist_jax.data.spec import InputSpec
 from tfrecord_helpers import copy_dataset, framing
 
 
@@ -23,7 +24,7 @@ def _snapshot(folder) -> dict[str, bytes]:
 
 
 def _open_train(data):
-    return pipeline.make_train_iterator(data, "train", global_batch=2, clip_seconds=2.0, process_index=0,
+    return pipeline.make_train_iterator(data, "train", InputSpec(global_batch=2, clip_seconds=2.0), process_index=0,
                                         process_count=1)
 
 
@@ -56,7 +57,7 @@ def test_shard_missing_from_a_split(tiny_tfds_dir, tmp_path):
                                                 rf"\['{shard.name}'\]"):
         next(tracks.iterate_tracks(data, "validation"))
     with pytest.raises(FileNotFoundError, match=shard.name):
-        pipeline.make_train_iterator(data, "validation", global_batch=2, clip_seconds=2.0, random_crop=False,
+        pipeline.make_train_iterator(data, "validation", InputSpec(global_batch=2, clip_seconds=2.0, random_crop=False),
                                      process_index=0, process_count=1)
     assert _snapshot(data) == before
 

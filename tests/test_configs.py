@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-import configs
 from configs import defaults
+from jointist_jax import cli_support
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["ir", "transcription", "separation", "joint_scratch", "joint_pretrained"]
@@ -67,11 +67,11 @@ def test_config_arguments_are_checked():
 
 
 def test_config_names_resolve_to_files():
-    resolved = configs.resolve_config_argument(["--config=joint_pretrained:runlocal", "--workdir=x"])
+    resolved = cli_support.resolve_config_argument(["--config=joint_pretrained:runlocal", "--workdir=x"])
     assert resolved == [f"--config={ROOT / 'configs' / 'joint_pretrained.py'}:runlocal", "--workdir=x"]
-    assert configs.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
+    assert cli_support.resolve_config_argument(["--config=my/own.py:a"]) == ["--config=my/own.py:a"]
     with pytest.raises(SystemExit, match="no config 'nope'.*joint_pretrained"):
-        configs.resolve_config_argument(["--config=nope"])
+        cli_support.resolve_config_argument(["--config=nope"])
 
 
 def test_runlocal_recipes_change_initialisation_and_batchnorm_only_there():

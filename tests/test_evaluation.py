@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from jointist_jax import instruments
-from jointist_jax.data import targets, tracks
+from jointist_jax.data import tracks
 from jointist_jax.evaluation import EvalOptions, evaluate_run, references, reporting, runner, watch
 from jointist_jax.inference.predictor import SongPrediction
 from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.music import FRAMES_PER_SECOND
+from jointist_jax.rolls import note_rolls, reference_frame_rolls
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "validation"  # two songs in the tiny dataset
@@ -53,7 +54,7 @@ def test_reference_rolls_and_notes_follow_the_track(tiny_tfds_dir):
     assert sorted(notes) == sorted(int(c) for c in track.classes)
     assert sum(len(n) for n in notes.values()) == len(track.notes.pitches)
     frames = len(track.mix) // 160 + 1
-    rolls = references.reference_frame_rolls(notes, frames)
+    rolls = reference_frame_rolls(notes, frames)
     for cls, roll in rolls.items():
         assert roll.shape == (frames, 88)
         first = int(np.argmin(notes[cls].onsets))
@@ -82,7 +83,7 @@ class OraclePredictor:
         frame = np.zeros_like(onset)
         for k, cls in enumerate(class_ids):
             if cls in notes:
-                rolls = targets.note_rolls(notes[cls].onsets, notes[cls].offsets, notes[cls].pitches, start=0.0,
+                rolls = note_rolls(notes[cls].onsets, notes[cls].offsets, notes[cls].pitches, start=0.0,
                                            seconds=(frames - 1) / FRAMES_PER_SECOND)
                 onset[k], frame[k] = rolls["onset_roll"][:frames], rolls["frame_roll"][:frames]
         stems = np.stack([track.stems.get(c, np.zeros_like(track.mix)) for c in class_ids])

@@ -25,6 +25,7 @@ from launch_helpers import ROOT, run_train, wait_for_line
 
 from jointist_jax import run_dir, storage
 from jointist_jax.data import pipeline, records
+from jointist_jax.data.spec import InputSpec
 
 TINY_STEPS = ["--config.data.global_batch=8", "--config.data.eval_batches=1", "--config.log_every=1"]
 
@@ -83,10 +84,10 @@ def check_build_matches_a_local_build(bucket, built, tmp_path):
 
 def check_pipeline_batches_equal_local_ones(built, tmp_path):
     local = tmp_path / "tfds"
-    options = dict(global_batch=2, num_positive=2, clip_seconds=2.0, seed=5, start_step=3,
-                   process_index=0, process_count=1)
-    with pipeline.make_train_iterator(built, "train", **options) as remote_pipe, \
-            pipeline.make_train_iterator(local, "train", **options) as local_pipe:
+    spec = InputSpec(global_batch=2, num_positive=2, clip_seconds=2.0, seed=5)
+    options = dict(start_step=3, process_index=0, process_count=1)
+    with pipeline.make_train_iterator(built, "train", spec, **options) as remote_pipe, \
+            pipeline.make_train_iterator(local, "train", spec, **options) as local_pipe:
         remote_batch = next(iter(remote_pipe.local_batches()))
         local_batch = next(iter(local_pipe.local_batches()))
     for key in local_batch:

@@ -14,7 +14,8 @@ import pytest
 import soundfile
 import yaml
 
-from jointist_jax.data import pipeline, records, schema, tracks
+from jointist_jax.data import crops, pipeline, records, schema, tracks
+from jointist_jax.data.spec import InputSpec
 
 SR = 16000
 CLIP_S = 1.0
@@ -77,11 +78,16 @@ def train_tracks(data_dir):
     return {t.track_id: t for t in tracks.iterate_tracks(data_dir, "train")}
 
 
-def make(data_dir, **kwargs):
+PIPELINE_ARGS = ("mesh", "start_step", "process_index", "process_count")
+
+
+def make(data_dir, split="train", **kwargs):
+    """A one-host pipeline of ``split``; ``kwargs`` are :class:`InputSpec` fields or pipeline arguments."""
     args = dict(global_batch=2, num_positive=2, num_negative=1, seed=0, clip_seconds=CLIP_S,
                 process_index=0, process_count=1, num_workers=2, prefetch=1)
     args.update(kwargs)
-    return pipeline.make_train_iterator(data_dir, args.pop("split", "train"), **args)
+    placement = {key: args.pop(key) for key in PIPELINE_ARGS if key in args}
+    return pipeline.make_train_iterator(data_dir, split, InputSpec(**args), **placement)
 
 
 def take(pipe, n):
@@ -190,13 +196,13 @@ def test_all_audio_epochs_cover_crop_starts_uniformly(data_dir):
     with make(data_dir, num_positive=0, num_negative=0, targets=False, stems=False,
               crop_sampling="all_audio") as pipe:
         table, m = pipe.table, pipe.examples_per_epoch
-        positions = np.concatenate([pipeline.epoch_positions(0, e, table.total, m) for e in range(400)])
+        positions = np.concatenate([crops.epoch_positions(0, e, table.total, m) for e in range(400)])
         records_of = np.searchsorted(table.cumulative, positions, side="right") - 1
         counts = np.bincount(records_of, minlength=len(pipe.index))
         weights = np.diff(table.cumulative)
         np.testing.assert_allclose(counts / counts.sum(), weights / weights.sum(), atol=0.01)
         # Within an epoch every slice of the crop starts is visited once.
-        one = np.sort(pipeline.epoch_positions(0, 0, table.total, m))
+        one = np.sort(crops.epoch_positions(0, 0, table.total, m))
         assert np.all(np.diff(one) > 0) and one[-1] < table.total
 
 
@@ -264,8 +270,8 @@ def test_global_arrays_sharded_on_eight_devices(data_dir):
     import jax
 
     mesh = jax.make_mesh((8,), ("data",))
-    with pipeline.make_train_iterator(data_dir, "train", global_batch=8, num_positive=1, num_negative=1,
-                                      seed=0, mesh=mesh, clip_seconds=CLIP_S, num_workers=2) as pipe:
+    spec = InputSpec(global_batch=8, num_positive=1, num_negative=1, seed=0, clip_seconds=CLIP_S, num_workers=2)
+    with pipeline.make_train_iterator(data_dir, "train", spec, mesh) as pipe:
         batch = next(iter(pipe))
     assert batch["waveform"].shape == (8, CLIP)
     assert batch["frame_roll"].shape == (8, 2, FRAMES, 88)
@@ -275,8 +281,8 @@ def test_global_arrays_sharded_on_eight_devices(data_dir):
         assert len(value.addressable_shards) == 8
         assert value.addressable_shards[0].data.shape[0] == 1
     with pytest.raises(ValueError, match="not divisible by the mesh's 'data' axis size 8"):
-        with pipeline.make_train_iterator(data_dir, "train", global_batch=4, mesh=mesh,
-                                          clip_seconds=CLIP_S) as pipe:
+        with pipeline.make_train_iterator(data_dir, "train", InputSpec(global_batch=4, clip_seconds=CLIP_S),
+                                          mesh) as pipe:
             next(iter(pipe))
 
 
@@ -377,108 +383,10 @@ def test_lazy_audio_crops_equal_full_decoding(data_dir):
                                                   full["stems"][rows, offset:offset + CLIP])
 
 
-def _record(note_onsets, length=3 * SR, track_length=None, **fields):
-    m = len(note_onsets)
-    return records.Record.from_arrays({**{
-        "track_id": b"T", "window_index": 0, "window_start": 0,
-        "track_length": track_length or length,
-        "mix": np.arange(length, dtype=np.int16), "stem_classes": np.array([4], np.int32),
-        "stems": np.ones((1, length), np.int16), "note_class": np.full(m, 4, np.int32),
-        "note_pitch": np.full(m, 60, np.int32), "note_velocity": np.full(m, 90, np.int32),
-        "note_onset": np.asarray(note_onsets, np.float32),
-        "note_offset": np.asarray(note_onsets, np.float32) + 0.2, "track_classes": np.array([4], np.int32)},
-        **fields})
-
-
-SPEC = pipeline.ExampleSpec(clip_samples=CLIP, sample_rate=SR, num_positive=2, num_negative=1, temperature=0.5,
-                            transcribe_negatives=False, targets=True, stems=True, evaluation=False)
-
-
-def test_silent_crop_is_redrawn_elsewhere_in_its_track():
-    silent = _record([2.5])  # the only note of this window is at 2.5 s: a crop at 0 has no note
-    later = _record([0.3], window_index=1, window_start=3 * SR, track_length=6 * SR)
-    reads = []
-
-    def read(record_id):
-        reads.append(record_id)
-        return {"first": silent, "later": later}[record_id]
-
-    record, start = pipeline.draw_audible_crop(("first", 0), lambda: ("later", 3 * SR), read, SPEC)
-    assert record is later and start == 3 * SR and reads == ["first", "later"]
-    out = pipeline.build_example(record, start, np.random.default_rng(0), SPEC)
-    assert out["instruments"][4] == 1 and out["class_ids"][:2].tolist() == [4, 4]
-    assert out["frame_roll"][0].any() and out["source_valid"].tolist() == [1, 1, 1]
-    # An audible first crop is kept without reading anything else.
-    reads.clear()
-    assert pipeline.draw_audible_crop(("first", 2 * SR), lambda: ("later", 3 * SR), read, SPEC) == (silent, 2 * SR)
-    assert reads == ["first"]
-
-
-def test_crop_with_notes_but_silent_audio_is_redrawn():
-    quiet = _record([0.1], mix=np.zeros(3 * SR, np.int16))
-    assert not pipeline.is_audible(quiet, 0, SPEC) and pipeline.is_audible(_record([0.1]), 0, SPEC)
-    record, start = pipeline.draw_audible_crop(("quiet", 0), lambda: ("loud", SR),
-                                               {"quiet": quiet, "loud": _record([1.2])}.get, SPEC)
-    assert start == SR and pipeline.is_audible(record, start, SPEC)
-
-
-def test_crop_that_stays_silent_gets_all_negative_rows():
-    redraws = []
-
-    def redraw():
-        redraws.append(1)
-        return "silent", SR
-
-    record, start = pipeline.draw_audible_crop(("silent", 0), redraw, {"silent": _record([])}.get, SPEC)
-    assert len(redraws) == pipeline.MAX_CROP_REDRAWS and start == SR
-    out = pipeline.build_example(record, start, np.random.default_rng(0), SPEC)
-    assert not out["instruments"].any() and not out["is_positive"].any()
-    assert not out["mask_roll"].any() and out["source_valid"].tolist() == [1, 1, 1]
-
-
-def test_tracks_shorter_than_one_clip_are_left_out_of_training():
-    """The reference refuses a track shorter than one crop; no zero-padded crop is drawn from it."""
-    clip = SR
-    index = records.RecordIndex(
-        files=[], file_index=np.zeros(3, np.int32), offset=np.zeros(3, np.int64), length=np.zeros(3, np.int64),
-        track_id=np.array(["long", "short", "exact"]), window_index=np.zeros(3, np.int64),
-        window_start=np.zeros(3, np.int64), track_length=np.array([3 * SR, SR - 1, SR], np.int64))
-    table = pipeline.crop_table(index, clip, hop_samples=None)
-    assert np.diff(table.cumulative).tolist() == [2 * SR + 1, 0, 1]
-    tracks = pipeline.TrackStarts.of(index, table)
-    assert len(tracks) == 2 and tracks.track_of_record.tolist() == [0, -1, 1]
-    assert pipeline.eval_crops(index, table, clip, SR, offset_seconds=1.0) == [(0, SR), (2, 0)]  # nor validated
-
-
 def test_validation_split_without_a_long_enough_track_is_an_error(data_dir, monkeypatch):
-    monkeypatch.setattr(pipeline, "eval_crops", lambda *a, **k: [])  # every track shorter than a clip
+    monkeypatch.setattr(crops, "eval_crops", lambda *a, **k: [])  # every track shorter than a clip
     with pytest.raises(ValueError, match="'validation' .* has no track at least one 1.0-s clip long"):
         make(data_dir, split="validation", random_crop=False)
-
-
-def test_silent_or_note_less_evaluation_crop_moves_on_by_one_second():
-    """As the reference's validation loop: a track's only note is at 2.5 s (in its second window),
-    so the candidates at 0 s and 1 s hold no note and the crop starts at 2 s."""
-    first = _record([], length=3 * SR, track_length=5 * SR)
-    second = _record([0.5], length=3 * SR, track_length=5 * SR, window_index=1, window_start=2 * SR)
-    index = records.RecordIndex(
-        files=[], file_index=np.zeros(2, np.int32), offset=np.zeros(2, np.int64), length=np.zeros(2, np.int64),
-        track_id=np.array(["T", "T"]), window_index=np.array([0, 1]), window_start=np.array([0, 2 * SR]),
-        track_length=np.array([5 * SR, 5 * SR]))
-    table = pipeline.crop_table(index, CLIP, hop_samples=2 * SR)
-    (crop,) = pipeline.eval_crops(index, table, CLIP, SR, offset_seconds=0.0)
-    assert crop == (0, 0)
-    record, start = pipeline.audible_eval_crop(index, table, crop, [first, second].__getitem__, SPEC)
-    assert record is second and start == 2 * SR
-    # A track with no audible candidate keeps the last one (the reference would loop forever).
-    record, start = pipeline.audible_eval_crop(index, table, crop, [first, first].__getitem__, SPEC)
-    assert start == 4 * SR
-
-
-def test_record_shorter_than_the_crop_raises():
-    record = _record([0.1], length=SR // 2, track_length=3 * SR)
-    with pytest.raises(ValueError, match="too few samples"):
-        pipeline.build_example(record, 0, np.random.default_rng(0), SPEC)
 
 
 def test_layout_from_config_names():
@@ -501,21 +409,10 @@ def test_the_builder_names_a_packing_the_reader_reads_back(packing):
     assert (config.hop_seconds, config.clip_seconds, config.sample_rate) == dataclasses.astuple(packing)
 
 
-def test_default_ten_second_shapes():
-    spec = pipeline.ExampleSpec(clip_samples=160000, sample_rate=SR, num_positive=2, num_negative=2,
-                                temperature=0.5, transcribe_negatives=False, targets=True, stems=True,
-                                evaluation=False)
-    record = _record([0.5, 4.0, 9.0], length=12 * SR)
-    out = pipeline.build_example(record, 0, np.random.default_rng(0), spec)
-    shapes = {name: shape for name, _, shape in spec.fields()}
-    assert shapes["frame_roll"] == (4, 1001, 88) and shapes["source"] == (4, 160000)
-    assert {k: v.shape for k, v in out.items()} == shapes
-
-
 def test_steps_per_epoch_counts_tracks_or_clip_lengths_of_crop_starts(data_dir):
-    assert pipeline.steps_per_epoch(data_dir, "train", global_batch=2, clip_seconds=CLIP_S) == 3
-    steps = pipeline.steps_per_epoch(data_dir, "train", global_batch=2, clip_seconds=CLIP_S,
-                                     crop_sampling="all_audio")
+    assert pipeline.steps_per_epoch(data_dir, "train", InputSpec(global_batch=2, clip_seconds=CLIP_S)) == 3
+    steps = pipeline.steps_per_epoch(data_dir, "train",
+                                     InputSpec(global_batch=2, clip_seconds=CLIP_S, crop_sampling="all_audio"))
     # Crop starts per track: N - clip + 1 (every start lies in exactly one window).
     total = sum(int(s * SR) - CLIP + 1 for s in TRAIN_SECONDS)
     assert steps == -(-total // CLIP) // 2

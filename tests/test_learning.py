@@ -1,7 +1,7 @@
 """Memorisation checks of the whole learning path: targets -> loss -> optimiser -> decoder -> metrics.
 
 A 1-s clip of two synthetic instruments (harmonic tones on exact frame boundaries) is built in
-numpy; its targets come from the input pipeline's own code (:func:`jointist_jax.data.targets.note_rolls`),
+numpy; its targets come from the input pipeline's own code (:func:`jointist_jax.rolls.note_rolls`),
 the training step and optimiser are the trainer's (``make_train_step``, ``make_optimizer``) with the
 ``runlocal`` models, and the eval-mode outputs (running BatchNorm statistics) go through the real
 post-processing and metrics. Scoring is against the note list the clip was synthesised from, not
@@ -31,15 +31,13 @@ import pytest
 from flax import nnx
 
 from conftest import built_once
-from jointist_jax import instruments
-from jointist_jax.data import targets
+from jointist_jax import instruments, rolls
 from jointist_jax.metrics import separation_metrics, transcription_metrics
-from jointist_jax.inference import postprocess
 from jointist_jax.music import FRAMES_PER_SECOND, LOWEST_MIDI_NOTE, SAMPLE_RATE, Notes
 from jointist_jax.train import model_factory, optimizer, steps
 
 SECONDS = 1.0
-FRAMES = targets.num_frames(SECONDS)
+FRAMES = rolls.num_frames(SECONDS)
 # (onset frame, offset frame, MIDI pitch) of the two instruments; onsets on exact frames.
 PIANO_NOTES = ((8, 35, 60), (20, 50, 67), (40, 65, 64), (55, 80, 72), (70, 95, 55), (85, 98, 76))
 BASS_NOTES = ((5, 40, 36), (45, 70, 43), (72, 98, 40))
@@ -65,7 +63,7 @@ def _tone(notes, harmonics) -> np.ndarray:
 
 def _rolls(notes) -> dict[str, np.ndarray]:
     on, off, pitch = (np.array([n[i] for n in notes], np.float64) for i in range(3))
-    return targets.note_rolls(on / FRAMES_PER_SECOND, off / FRAMES_PER_SECOND, pitch.astype(np.int64), start=0.0,
+    return rolls.note_rolls(on / FRAMES_PER_SECOND, off / FRAMES_PER_SECOND, pitch.astype(np.int64), start=0.0,
                               seconds=SECONDS)
 
 
@@ -146,7 +144,7 @@ def _transcribe(transcriber, batch) -> dict[str, np.ndarray]:
 
 
 def _decode_row(outputs, row: int) -> Notes:
-    return postprocess.decode_notes(outputs["reg_onset_output"][row], outputs["frame_output"][row])
+    return rolls.decode_notes(outputs["reg_onset_output"][row], outputs["frame_output"][row])
 
 
 @pytest.fixture(scope="module")

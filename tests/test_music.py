@@ -1,4 +1,5 @@
-"""The one note type and the shared constants: round trips through rolls, decoder, MIDI and JSON."""
+"""The one note type and the shared constants: round trips through MIDI and JSON (through the rolls
+and the decoder: tests/test_rolls.py)."""
 
 import json
 
@@ -7,15 +8,13 @@ import pretty_midi
 import pytest
 
 from jointist_jax import audio, instruments
-from jointist_jax.data import targets
-from jointist_jax.inference import midi_io, postprocess
+from jointist_jax import rolls
+from jointist_jax.inference import midi_io
 from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.music import (FRAMES_PER_SECOND, HOP_SAMPLES, LOWEST_MIDI_NOTE, NUM_PITCHES, SAMPLE_RATE, Notes,
                                 concatenate)
 
 PIANO, BASS, DRUMS = instruments.class_index("Piano"), instruments.class_index("Bass"), instruments.class_index("Drums")
-# (onset frame, offset frame, MIDI pitch); no two notes of a pitch touch, so a roll keeps them apart.
-FRAME_NOTES = [(3, 40, 21), (10, 25, 60), (30, 31, 60), (50, 90, 108), (55, 70, 64)]
 
 
 def test_constants_agree_with_the_front_end_and_the_rolls():
@@ -23,22 +22,10 @@ def test_constants_agree_with_the_front_end_and_the_rolls():
     assert (LOWEST_MIDI_NOTE, NUM_PITCHES) == (21, 88)
     assert WindowSpec().frame_hop == HOP_SAMPLES
     one_second = audio.log_mel(np.zeros(SAMPLE_RATE, np.float32))
-    assert one_second.shape[0] == targets.num_frames(1.0) == FRAMES_PER_SECOND + 1
-    rolls = targets.note_rolls([0.5], [0.6], [LOWEST_MIDI_NOTE + NUM_PITCHES - 1], start=0.0, seconds=1.0)
-    assert rolls["frame_roll"].shape == (FRAMES_PER_SECOND + 1, NUM_PITCHES)
-    assert rolls["frame_roll"][50:61, NUM_PITCHES - 1].tolist() == [1.0] * 11
-
-
-def test_notes_round_trip_through_the_rolls_and_the_decoder():
-    on, off, pitch = (np.array(column) for column in zip(*FRAME_NOTES))
-    notes = Notes.from_frames(on, off, pitch - LOWEST_MIDI_NOTE)
-    assert notes.onsets.tolist() == (on / 100).tolist() and notes.pitches.tolist() == pitch.tolist()
-    assert notes.velocities.tolist() == [100] * len(FRAME_NOTES)
-    rolls = targets.note_rolls(notes.onsets, notes.offsets, notes.pitches, start=0.0, seconds=1.0)
-    decoded = postprocess.decode_notes(rolls["onset_roll"], rolls["frame_roll"])
-    # The frame roll holds the offset frame itself; the decoder ends a note at the first silent frame.
-    order = np.lexsort((pitch, on))
-    assert decoded == Notes.from_frames(on[order], off[order] + 1, pitch[order] - LOWEST_MIDI_NOTE)
+    assert one_second.shape[0] == rolls.num_frames(1.0) == FRAMES_PER_SECOND + 1
+    out = rolls.note_rolls([0.5], [0.6], [LOWEST_MIDI_NOTE + NUM_PITCHES - 1], start=0.0, seconds=1.0)
+    assert out["frame_roll"].shape == (FRAMES_PER_SECOND + 1, NUM_PITCHES)
+    assert out["frame_roll"][50:61, NUM_PITCHES - 1].tolist() == [1.0] * 11
 
 
 def test_notes_round_trip_through_midi_and_json(tmp_path):

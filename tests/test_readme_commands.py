@@ -173,12 +173,13 @@ def _env(**extra) -> dict[str, str]:
 _ABSL_CHECK = """
 import sys
 from absl import flags
-import configs, {module} as cli
+from jointist_jax import cli_support
+import {module} as cli
 flags.mark_flags_as_required(["config", "workdir"])
 try:
-    configs.parse_stage_flags(sys.argv[1:], "check")
+    cli_support.parse_stage_flags(sys.argv[1:], "check")
     print("ok")
-except configs.ConfigError as error:
+except cli_support.ConfigError as error:
     print(error)
 """
 # Parses each argument list (JSON) with an argparse program's parser; one line each.
@@ -236,6 +237,24 @@ def test_every_documented_program_flag_config_and_file_exists():
             if result != "ok":
                 problems.append(f"{where}: {result}")
     assert not problems, "\n".join(problems)
+
+
+BENCHMARK_DOCS = ("README.md", "Makefile", "benchmarks/README.md", "scripts/readme_numbers.py")
+
+
+def test_benchmarks_run_as_modules_of_their_package():
+    """Benchmarks run as ``python -m benchmarks.NAME`` (they import ``benchmarks.common``); every
+    such module a document names exists, and none is run by its file path."""
+    named, by_path = set(), []
+    for doc in BENCHMARK_DOCS:
+        text = (ROOT / doc).read_text()
+        named |= set(re.findall(r"-m\"?,? \"?benchmarks\.([a-z_]+)", text))
+        by_path += [f"{doc}: {m}" for m in re.findall(r"(?:python|\$\(PY\))\s+benchmarks/\w+\.py", text)]
+    assert {"input_pipeline", "forward", "train_step", "inference", "learn_synth", "diagnose_learning",
+            "accelerator_suite"} <= named
+    assert not [name for name in named if not (ROOT / "benchmarks" / f"{name}.py").is_file()]
+    assert not by_path, by_path
+    assert (ROOT / "benchmarks" / "__init__.py").is_file()
 
 
 def test_pod_slurm_and_demo_scripts_parse():

@@ -26,7 +26,7 @@ def test_cheap_figures_are_in_the_readme_as_the_code_computes_them():
 
 @pytest.mark.slow
 def test_input_pipeline_benchmark_removes_the_dataset_it_built(tmp_path):
-    """`benchmarks/input_pipeline.py --slakh_dir` builds a dataset to measure; none is left behind
+    """`python -m benchmarks.input_pipeline --slakh_dir` builds a dataset to measure; none is left behind
     (two 10-s songs: one default 10-s clip each)."""
     import os
     import subprocess
@@ -40,7 +40,7 @@ def test_input_pipeline_benchmark_removes_the_dataset_it_built(tmp_path):
                              "--splits", "train=2", "--workers", "1"]) == 0
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), TMPDIR=str(temp),
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "input_pipeline.py"), "--slakh_dir",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--slakh_dir",
                            str(songs), "--steps", "1", "--warmup", "0", "--workers", "1"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jointist_jax.data import pipeline, records, tracks
+from jointist_jax.data import pipeline, record_scanner, records, tracks
+from jointist_jax.data.spec import InputSpec
 from tfrecord_helpers import copy_dataset, flip_record, framing
 
 FIELDS = ("mix", "note_offset", "length")
@@ -27,8 +28,8 @@ def test_masked_crc_matches_tensorflow_framing(tmp_path):
         writer.write(payload)
     raw = path.read_bytes()
     assert raw[12:-4] == payload
-    assert records.masked_crc32c(raw[:8]) == int.from_bytes(raw[8:12], "little")
-    assert records.masked_crc32c(payload) == int.from_bytes(raw[-4:], "little")
+    assert record_scanner.masked_crc32c(raw[:8]) == int.from_bytes(raw[8:12], "little")
+    assert record_scanner.masked_crc32c(payload) == int.from_bytes(raw[-4:], "little")
 
 
 def _expected_message(path, record: int, header: int, track_id: str, field: str) -> str:
@@ -43,9 +44,8 @@ def test_training_iterator_stops_at_the_corrupt_record(tiny_tfds_dir, tmp_path, 
     data = copy_dataset(tiny_tfds_dir, tmp_path)
     shard = sorted(data.glob("slakh2100-train.tfrecord-*"))[0]
     header, track_id = flip_record(shard, 0, field)
-    with pipeline.make_train_iterator(data, "train", global_batch=2, num_positive=1, clip_seconds=2.0,
-                                      targets=False, stems=False, process_index=0,
-                                      process_count=1) as pipe:
+    spec = InputSpec(global_batch=2, num_positive=1, clip_seconds=2.0, targets=False, stems=False)
+    with pipeline.make_train_iterator(data, "train", spec, process_index=0, process_count=1) as pipe:
         with pytest.raises(records.CorruptRecordError, match=_expected_message(shard, 0, header, track_id, field)):
             for _, _ in zip(range(32), pipe.local_batches()):
                 pass
@@ -90,7 +90,7 @@ def test_split_without_index_is_scanned_and_the_scan_catches_a_length_flip(tiny_
     shard = sorted(data.glob("slakh2100-train.tfrecord-*"))[3]
     flip_record(shard, 0, "length")
     with pytest.raises(records.CorruptRecordError, match=re.escape(repr(str(shard)))):
-        pipeline.make_train_iterator(data, "train", global_batch=2, clip_seconds=2.0, process_index=0,
+        pipeline.make_train_iterator(data, "train", InputSpec(global_batch=2, clip_seconds=2.0), process_index=0,
                                      process_count=1)
 
 
@@ -120,7 +120,7 @@ def test_track_id_unreadable_from_a_payload_says_so(tiny_tfds_dir, tmp_path):
     raw = bytearray(merged.read_bytes())
     raw[header + 12 + key + 1] = 0x7F  # the key's length now runs past the entry
     merged.write_bytes(bytes(raw))
-    assert records.payload_track_id(bytes(raw[header + 12:header + 12 + length])) is None
+    assert record_scanner.payload_track_id(bytes(raw[header + 12:header + 12 + length])) is None
     with records.RecordReader(dataset, index) as reader:
         with pytest.raises(records.CorruptRecordError, match=_expected_message(merged, 0, header,
                                                                                 str(index.track_id[0]), "length")

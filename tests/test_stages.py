@@ -17,6 +17,7 @@ from flax import nnx
 
 from configs import ir as ir_config
 from jointist_jax.data import pipeline
+from jointist_jax.data.spec import InputSpec, input_spec
 from jointist_jax.inference import loading
 from jointist_jax.train import distributed, model_factory, stages, trainer
 from jointist_jax.train.optimizer import make_optimizer
@@ -34,24 +35,6 @@ def test_the_four_stages_are_registered_with_their_data_and_abilities():
     assert stages.get("joint").init_from_subtree("transcription") == "transcriber"
     assert stages.get("joint").init_from_subtree("ir") is None
     assert stages.get("transcription").init_from == ()
-
-
-def test_data_options_and_example_spec_follow_the_stage():
-    config = ir_config.get_config("runlocal")
-    # Every field away from its default, so that none can be dropped or hard-coded unnoticed.
-    config.seed = 5
-    config.data.update(global_batch=4, num_positive=2, num_negative=3, temperature=0.25,
-                       transcribe_negatives=True, clip_seconds=1.5, crop_sampling="all_audio")
-    options = stages.get("joint").data_options(config)
-    assert options == dict(global_batch=4, num_positive=2, num_negative=3, temperature=0.25,
-                           transcribe_negatives=True, clip_seconds=1.5, crop_sampling="all_audio",
-                           targets=True, stems=True, seed=5)
-    assert stages.get("ir").data_options(config)["targets"] is False
-    spec = stages.get("transcription").example_spec(config)
-    assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 5, True, False)
-    names = [name for name, _, _ in spec.fields()]
-    assert "frame_roll" in names and "source" not in names and "valid" not in names
-    assert "valid" in [n for n, _, _ in stages.get("separation").example_spec(config, evaluation=True).fields()]
 
 
 def test_unknown_stage_names_are_rejected_with_the_registered_ones():
@@ -128,7 +111,7 @@ def test_a_registered_toy_stage_builds_steps_and_learns_through_the_trainer(toy_
     assert run.stage is toy_stage
     state = run.init_state()
     assert int(state.step) == 0 and set(state.params) == {"norm", "linear"}
-    batch = jax.device_put(_toy_batch(toy_stage.example_spec(config), 4), distributed.batch_sharding(mesh))
+    batch = jax.device_put(_toy_batch(input_spec(toy_stage, config), 4), distributed.batch_sharding(mesh))
     first = jax.device_get(run.eval_step(state, batch))
     assert first["weight"] == 4.0 and first["loss"] == pytest.approx(first["toy_loss"])
     initial_kernel = np.asarray(state.params["linear"]["kernel"][...])
@@ -159,7 +142,7 @@ def test_an_unregistered_stage_object_drives_a_run_too():
     assert run.stage is stage
     state = run.init_state()
     assert set(state.params) == {"norm", "linear"}  # the toy's module, not the recognizer
-    batch = _toy_batch(stage.example_spec(config), 4)
+    batch = _toy_batch(input_spec(stage, config), 4)
     # The toy loss of the toy module, computed here outside the run.
     model = nnx.merge(run.eval_graphdef, state.params, state.batch_stats, state.rest)
     expected = float(_toy_losses(model, batch, None)[0])
@@ -171,21 +154,21 @@ def test_an_unregistered_stage_object_drives_a_run_too():
     assert float(trained["loss"]) == pytest.approx(float(trained["toy_loss"]))
 
 
-# ------------------------------------------------------------------------------ data options in a run
+# ------------------------------------------------------------------------------ input settings in a run
 class _BatchSpy:
     """Wraps the real input pipeline of a run and keeps the host copy of every batch it yields."""
 
     def __init__(self, real, seen: list):
         self._real, self._seen = real, seen
 
-    def __call__(self, *args, **kwargs):
-        pipe = self._real(*args, **kwargs)
+    def __call__(self, data_dir, split, spec, *args, **kwargs):
+        pipe = self._real(data_dir, split, spec, *args, **kwargs)
         seen = self._seen
 
         class Recorded:
             def __iter__(self):
                 for batch in pipe:
-                    if kwargs.get("random_crop", True):
+                    if spec.random_crop:
                         seen.append(jax.device_get(batch))
                     yield batch
 
@@ -217,9 +200,8 @@ def _toy_run_batches(tiny_tfds_dir, workdir, monkeypatch, **data) -> tuple[dict,
 
 def _pipeline_batch(tiny_tfds_dir, **options) -> dict:
     """The first training batch the input pipeline builds on its own (one host)."""
-    with pipeline.make_train_iterator(str(tiny_tfds_dir), "train", global_batch=8, clip_seconds=2.0,
-                                      targets=False, stems=False, process_index=0, process_count=1,
-                                      **options) as pipe:
+    spec = InputSpec(global_batch=8, clip_seconds=2.0, targets=False, stems=False, **options)
+    with pipeline.make_train_iterator(str(tiny_tfds_dir), "train", spec, process_index=0, process_count=1) as pipe:
         return next(pipe.local_batches())
 
 

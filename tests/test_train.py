@@ -219,8 +219,8 @@ def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir
     # Its step is one step of the saved state (parameters, statistics, optimiser) on the batch and
     # dropout key of that step: the same step taken here on one device of this 8-device process.
     state = run.state_from_items(items, run.init_state().rest)
-    with pipeline.make_train_iterator(str(tiny_tfds_dir), "train", mesh=run.mesh, start_step=steps[0],
-                                      **trainer._data_options(config)) as batches:
+    with pipeline.make_train_iterator(str(tiny_tfds_dir), "train", trainer._input_spec(config), run.mesh,
+                                      start_step=steps[0]) as batches:
         state, _ = run.train_step(state, next(iter(batches)))
     assert int(state.step) == steps[0] + 1
     resumed = checkpoint_params(tmp_path, steps[0] + 1)

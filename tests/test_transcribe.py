@@ -307,7 +307,7 @@ def test_select_instruments_any_versus_mean(monkeypatch):
 
 
 def test_song_options_are_checked_in_one_place():
-    from jointist_jax.inference.postprocess import DecodeOptions
+    from jointist_jax.rolls import DecodeOptions
     from jointist_jax.inference.songs import SongOptions
 
     for kwargs, name in ((dict(onset_threshold=1.5), "onset_threshold"), (dict(batch_windows=0), "batch_windows"),

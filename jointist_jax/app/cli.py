@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from configs import OneLineHelpFormatter
+from jointist_jax.cli_support import OneLineHelpFormatter
 from jointist_jax.inference.cli import add_batching_flags
 
 PROG = "jointist-app"

@@ -21,9 +21,9 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from jointist_jax import instruments
+from jointist_jax import instruments, rolls
 from jointist_jax.app.jobs import Engine
-from jointist_jax.inference import audio_io, postprocess
+from jointist_jax.inference import audio_io
 
 STATIC = Path(__file__).parent / "static"
 MB = 1 << 20
@@ -61,7 +61,7 @@ def parse_instruments(text: str, can_recognize: bool) -> list[int] | None:
 def _threshold(form, field: str) -> float:
     text = str(form.get(field) or "").strip()
     if not text:
-        return postprocess.DEFAULT_THRESHOLD
+        return rolls.DEFAULT_THRESHOLD
     try:
         return float(text)
     except ValueError:
@@ -78,7 +78,7 @@ def create_app(engine: Engine, *, max_upload_bytes: int) -> Starlette:
         return JSONResponse({"instruments": list(instruments.CLASS_NAMES[:instruments.NUM_CLASSES]),
                              "auto": engine.can_recognize, "separate": engine.separate,
                              "max_upload_mb": max_upload_bytes / MB,
-                             "default_threshold": postprocess.DEFAULT_THRESHOLD})
+                             "default_threshold": rolls.DEFAULT_THRESHOLD})
 
     def too_large(size: int) -> RequestError:
         return RequestError(f"the file is {size / MB:.1f} MB; the limit is {max_upload_bytes / MB:.0f} MB "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from configs import OneLineHelpFormatter
+from jointist_jax.cli_support import OneLineHelpFormatter
 from jointist_jax.convert import convert
 from jointist_jax.convert.torch_checkpoint import ConversionError
 from jointist_jax.storage import StorageError

@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jointist_jax.music import SAMPLE_RATE
+
 # Note times are multiples of this (seconds). It is a power of two so that
 # ``onset - window_start`` is exact in float32 for windows shorter than MAX_WINDOW_SECONDS.
 TIME_QUANTUM = 2.0 ** -15
@@ -108,7 +110,7 @@ def window_notes(notes: Mapping[str, np.ndarray], start: int, end: int,
 
 
 def assemble_track(windows: Sequence[Mapping[str, np.ndarray]],
-                   sample_rate: int = 16000) -> dict[str, np.ndarray]:
+                   sample_rate: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
     """Reassembles the decoded windows of one track into full-length audio and notes.
 
     ``mix = concat(window_k[:H] for k < last) + window_last``; each note is taken from the one

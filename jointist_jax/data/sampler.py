@@ -6,7 +6,7 @@ uniformly with replacement, ``Empty`` included).
 
 Silent crops (no class present). The reference redraws the crop until an instrument is present;
 the pipeline redraws it over the whole track a bounded number of times
-(``pipeline.MAX_CROP_REDRAWS``). When a crop stays silent, :func:`sample_conditions` returns *all-negative* rows: every row is drawn from the
+(``crops.MAX_CROP_REDRAWS``). When a crop stays silent, :func:`sample_conditions` returns *all-negative* rows: every row is drawn from the
 absent classes, which are then all 40 conditions.
 """
 

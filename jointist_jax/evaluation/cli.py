@@ -29,7 +29,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from configs import program_name, run_stage_cli
+from jointist_jax.cli_support import program_name, run_stage_cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
                                           lock_config=True)

@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from jointist_jax import instruments, run_dir
+from jointist_jax import instruments, rolls, run_dir
 from jointist_jax.data import tracks as tracks_lib
 from jointist_jax.metrics import (aggregate_separation, aggregate_transcription, recognition_scores,
                                      song_separation_scores, song_transcription_scores)
@@ -206,7 +206,7 @@ def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, optio
         summary: dict = {"track_id": track.track_id, "seconds": len(track.mix) / SAMPLE_RATE,
                          "instruments": _class_names(present)}
         ref_notes = references.reference_notes(track)
-        ref_rolls = (references.reference_frame_rolls(ref_notes, predictor.spec.num_frames(len(track.mix)))
+        ref_rolls = (rolls.reference_frame_rolls(ref_notes, predictor.spec.num_frames(len(track.mix)))
                      if transcribe else None)
         setting_classes = {GT: present}
         crop = None

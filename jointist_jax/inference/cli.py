@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from configs import OneLineHelpFormatter
+from jointist_jax.cli_support import OneLineHelpFormatter
 from jointist_jax import instruments, storage
 
 PROG = "jointist-transcribe"

@@ -10,7 +10,7 @@ evaluation (:mod:`jointist_jax.evaluation.runner`):
    the song's windows, then onset-gated decoding of every instrument's posteriorgram.
 
 :class:`SongOptions` holds the options of both steps and is the one place they are checked
-(the decoding thresholds through :class:`~jointist_jax.inference.postprocess.DecodeOptions`,
+(the decoding thresholds through :class:`~jointist_jax.rolls.DecodeOptions`,
 the batching through :func:`~jointist_jax.inference.predictor.check_batching`).
 """
 
@@ -21,8 +21,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from jointist_jax import instruments
-from jointist_jax.inference import postprocess
+from jointist_jax import instruments, rolls
 from jointist_jax.inference.predictor import Predictor, ProgressFn, SongPrediction, check_batching
 from jointist_jax.models.jointist import select_instruments
 from jointist_jax.music import Notes
@@ -49,8 +48,8 @@ class SongOptions:
     batch_windows: int = 2
     max_rows: int | None = 16
     memory_budget: int | None = None
-    onset_threshold: float = postprocess.DEFAULT_THRESHOLD
-    frame_threshold: float = postprocess.DEFAULT_THRESHOLD
+    onset_threshold: float = rolls.DEFAULT_THRESHOLD
+    frame_threshold: float = rolls.DEFAULT_THRESHOLD
     min_note_frames: int = 1
     ir_threshold: float = 0.5
     ir_aggregate: Literal["any", "mean"] = "any"
@@ -65,9 +64,9 @@ class SongOptions:
         if self.ir_aggregate not in AGGREGATES:
             raise ValueError(f"ir_aggregate must be 'any' or 'mean', got {self.ir_aggregate!r}")
 
-    def decode_options(self) -> postprocess.DecodeOptions:
+    def decode_options(self) -> rolls.DecodeOptions:
         """The decoding part of the options."""
-        return postprocess.DecodeOptions(onset_threshold=self.onset_threshold,
+        return rolls.DecodeOptions(onset_threshold=self.onset_threshold,
                                          frame_threshold=self.frame_threshold,
                                          min_note_frames=self.min_note_frames)
 
@@ -128,6 +127,6 @@ def predict_and_decode(predictor: Predictor, waveform: np.ndarray, class_ids: Se
     prediction = predictor.predict(waveform, class_ids, separate=separate, progress=progress)
     notes = {}
     if predictor.can_transcribe:
-        notes = postprocess.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
+        notes = rolls.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
                                                prediction.class_ids, options.decode_options())
     return SongOutput(prediction=prediction, notes=notes)

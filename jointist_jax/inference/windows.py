@@ -28,14 +28,14 @@ import dataclasses
 
 import numpy as np
 
-from jointist_jax.music import HOP_SAMPLES
+from jointist_jax.music import HOP_SAMPLES, SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
     """Window geometry in samples and feature frames (defaults: the reference's 10 s / 5 s / hop 160)."""
 
-    window: int = 160000
+    window: int = 10 * SAMPLE_RATE
     hop: int = 80000
     frame_hop: int = HOP_SAMPLES
 

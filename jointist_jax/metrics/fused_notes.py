@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from jointist_jax import instruments
-from jointist_jax.inference import postprocess
+from jointist_jax.rolls import DecodeOptions, decode_notes
 from jointist_jax.music import Notes
 
 DRUMS_INDEX = instruments.class_index("Drums")
@@ -52,10 +52,10 @@ def or_rolls(rolls: Mapping[int, np.ndarray], threshold: float, where: str) -> n
 
 
 def decode_roll(onset_roll: np.ndarray, frame_roll: np.ndarray) -> Notes:
-    """Onset-gated decoding (:func:`jointist_jax.inference.postprocess.decode_notes`) of
+    """Onset-gated decoding (:func:`jointist_jax.rolls.decode_notes`) of
     boolean (T, 88) rolls into one note list at 100 frames per second, velocity 100."""
-    return postprocess.decode_notes(onset_roll.astype(np.float32), frame_roll.astype(np.float32),
-                                    postprocess.DecodeOptions(onset_threshold=0.5, frame_threshold=0.5))
+    return decode_notes(onset_roll.astype(np.float32), frame_roll.astype(np.float32),
+                        DecodeOptions(onset_threshold=0.5, frame_threshold=0.5))
 
 
 def fused_flat_notes(ref_rolls: Mapping[int, np.ndarray], est_frame_rolls: Mapping[int, np.ndarray],

@@ -33,11 +33,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jointist_jax import instruments
 from jointist_jax.audio import istft, magnitude, stft
+from jointist_jax.music import HOP_SAMPLES, NUM_PITCHES
 
 MODES = ("sum", "standalone")
-# STFT hop per mode, as the reference codes it (TCondUNet reads SS_STFT.yaml, CondUNet hard-codes 320).
-DEFAULT_HOPS = {"sum": 160, "standalone": 320}
+# The reference's full-size separator; configs/defaults.py's "full" preset reads these.
+# STFT hop per mode, as the reference codes it (TCondUNet reads SS_STFT.yaml: the roll frame hop, so
+# its STFT frames are the frame posteriorgram's; CondUNet hard-codes 320).
+DEFAULT_HOPS = {"sum": HOP_SAMPLES, "standalone": 320}
 DEFAULT_CHANNELS = (32, 64, 128, 256, 384, 384)
 # PyTorch BatchNorm momentum 0.01 everywhere in the separator; Flax's momentum is 1 - PyTorch's.
 _BN_MOMENTUM = 1.0 - 0.01
@@ -242,8 +246,8 @@ class Separator(nnx.Module):
         hop: int | None = None,
         n_fft: int = 1024,
         channels: Sequence[int] = DEFAULT_CHANNELS,
-        condition_size: int = 40,
-        num_notes: int = 88,
+        condition_size: int = instruments.CONDITION_SIZE,
+        num_notes: int = NUM_PITCHES,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         remat: bool = False,

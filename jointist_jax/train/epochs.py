@@ -16,6 +16,8 @@ import math
 import ml_collections
 
 from jointist_jax.data import pipeline
+from jointist_jax.data.spec import input_spec
+from jointist_jax.train import stages
 
 
 def steps_for_epochs(epochs: int, batch: int, examples_per_epoch: int) -> int:
@@ -29,10 +31,8 @@ def steps_for_epochs(epochs: int, batch: int, examples_per_epoch: int) -> int:
 def examples_per_epoch(config: ml_collections.ConfigDict, data_dir) -> int:
     """Examples in one epoch of ``config.data.train_split`` of the dataset in ``data_dir``: the
     tracks with a valid crop (``per_track``), or the crop starts over the clip length (``all_audio``)."""
-    data = config.data
-    with pipeline.InputPipeline(data_dir, data.train_split, global_batch=1, clip_seconds=data.clip_seconds,
-                                targets=False, stems=False, crop_sampling=data.crop_sampling,
-                                process_index=0, process_count=1) as pipe:
+    spec = input_spec(stages.get(config.stage), config)
+    with pipeline.InputPipeline(data_dir, config.data.train_split, spec, process_index=0, process_count=1) as pipe:
         return pipe.examples_per_epoch
 
 

@@ -20,7 +20,6 @@ import ml_collections
 from flax import nnx
 
 from jointist_jax import audio
-from jointist_jax.music import SAMPLE_RATE
 from jointist_jax.models import losses as model_losses
 from jointist_jax.models.jointist import Jointist
 from jointist_jax.train import model_factory
@@ -54,6 +53,7 @@ class Stage:
     name: str
     build: BuildFn  # (config, rngs) -> module
     losses: LossFn  # (module, batch, rngs or None in eval) -> (total loss, named losses)
+    # The input spec of its batches (``jointist_jax.data.spec.input_spec``) reads these two:
     targets: bool = False  # batches carry transcription targets (onset/frame rolls, masks)
     stems: bool = False  # batches carry the conditioned instruments' stems (``source``)
     transcribes: bool = False  # a run of it can be --checkpoint of the transcription CLI
@@ -61,26 +61,6 @@ class Stage:
     recognizes: bool = False  # a run of it can be --ir_checkpoint
     init_from: tuple[tuple[str, str], ...] = ()  # (source stage, submodule it fills) for init_from
     release: Release | None = None
-
-    def data_options(self, config: ml_collections.ConfigDict) -> dict:
-        """Arguments of ``pipeline.make_train_iterator`` for this stage's batches."""
-        data = config.data
-        return dict(global_batch=data.global_batch, num_positive=data.num_positive,
-                    num_negative=data.num_negative, temperature=data.temperature,
-                    transcribe_negatives=data.transcribe_negatives, clip_seconds=data.clip_seconds,
-                    crop_sampling=data.crop_sampling, targets=self.targets, stems=self.stems, seed=config.seed)
-
-    def example_spec(self, config: ml_collections.ConfigDict, *, sample_rate: int = SAMPLE_RATE,
-                     evaluation: bool = False):
-        """The input pipeline's per-clip output spec (``pipeline.ExampleSpec``) for this stage."""
-        from jointist_jax.data import pipeline
-
-        data = config.data
-        return pipeline.ExampleSpec(
-            clip_samples=int(round(data.clip_seconds * sample_rate)), sample_rate=sample_rate,
-            num_positive=data.num_positive, num_negative=data.num_negative, temperature=data.temperature,
-            transcribe_negatives=data.transcribe_negatives, targets=self.targets, stems=self.stems,
-            evaluation=evaluation)
 
     def init_from_subtree(self, source_stage: str) -> str | None:
         """The submodule a run of ``source_stage`` initialises, or None if it cannot."""

@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 
 from jointist_jax import run_dir, storage
 from jointist_jax.data import pipeline
+from jointist_jax.data.spec import InputSpec, input_spec
 from jointist_jax.train import checkpoints, distributed, epochs, model_factory, stages, summaries
 from jointist_jax.train.optimizer import make_optimizer
 from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step, split_model
@@ -75,9 +76,9 @@ class PreemptionSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _data_options(config: ml_collections.ConfigDict) -> dict:
-    """Input-pipeline arguments of the stage: which targets it needs."""
-    return stages.get(config.stage).data_options(config)
+def _input_spec(config: ml_collections.ConfigDict, *, random_crop: bool = True) -> InputSpec:
+    """Input-pipeline settings of the stage's batches: which targets it needs."""
+    return input_spec(stages.get(config.stage), config, random_crop=random_crop)
 
 
 def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
@@ -188,11 +189,10 @@ def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
 
 def _evaluate(run: Run, state: TrainState, config: ml_collections.ConfigDict, data_dir) -> dict[str, float]:
     """Mean validation losses over the fixed validation windows (weighted by real clips)."""
-    options = _data_options(config)
     totals: dict[str, float] = {}
     weight = 0.0
-    with pipeline.make_train_iterator(data_dir, config.data.eval_split, random_crop=False, mesh=run.mesh,
-                                      **options) as batches:
+    with pipeline.make_train_iterator(data_dir, config.data.eval_split, _input_spec(config, random_crop=False),
+                                      run.mesh) as batches:
         for i, batch in enumerate(batches):
             if 0 <= config.data.eval_batches <= i:  # -1: the whole split
                 break
@@ -259,8 +259,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     throughput = summaries.Throughput(first_step, total, config.data.global_batch)
     log.info("training stage %s on %d devices (%d processes), steps %d -> %d", config.stage,
              mesh.size, jax.process_count(), first_step, total)
-    train_batches = pipeline.make_train_iterator(data_dir, config.data.train_split, mesh=mesh,
-                                                 start_step=first_step, **_data_options(config))
+    train_batches = pipeline.make_train_iterator(data_dir, config.data.train_split, _input_spec(config), mesh,
+                                                 start_step=first_step)
     step = first_step
     try:
         validate = config.data.eval_batches != 0  # 0 switches validation off, -1 = whole split
