@@ -34,7 +34,11 @@ import dataclasses
 import gc
 import math
 
-from jointist_jax import instruments  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax import instruments
 
 import jax
 import ml_collections
@@ -42,7 +46,8 @@ import numpy as np
 
 from configs import defaults, ir, joint_scratch, separation, transcription
 from jointist_jax.data import pipeline
-from jointist_jax.train import distributed, stages
+from jointist_jax import stages
+from jointist_jax.train import distributed, trainer
 from jointist_jax.train.trainer import Run
 
 try:  # `python benchmarks/train_step.py` puts benchmarks/ itself on sys.path
@@ -107,7 +112,7 @@ def case_stage(case: str, config: ml_collections.ConfigDict) -> stages.Stage:
 
 def example_spec(case: str, config: ml_collections.ConfigDict) -> pipeline.ExampleSpec:
     """The input pipeline's per-clip output spec for the case's stage (targets / stems as it trains)."""
-    return case_stage(case, config).example_spec(config)
+    return trainer.example_spec(case_stage(case, config), config)
 
 
 def random_batch(spec: pipeline.ExampleSpec, clips: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -54,12 +54,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    return MEL_FILTERBANK_ATOL",
         ("tests/test_convert_checkpoint.py", "-k", "each_window or filterbank_is_held or nudged_separator_window")),
     Mutation(
-        "crop_sampling_hard_coded", "jointist_jax/train/stages.py",
+        "crop_sampling_hard_coded", "jointist_jax/stages.py",
         "crop_sampling=data.crop_sampling,", 'crop_sampling="per_track",',
         ("tests/test_stages.py::test_data_options_and_example_spec_follow_the_stage",
          "tests/test_stages.py::test_a_run_with_all_audio_crop_sampling_trains_on_its_batches")),
     Mutation(
-        "data_seed_hard_coded", "jointist_jax/train/stages.py",
+        "data_seed_hard_coded", "jointist_jax/stages.py",
         "stems=self.stems, seed=config.seed)", "stems=self.stems, seed=0)",
         ("tests/test_stages.py::test_data_options_and_example_spec_follow_the_stage",
          "tests/test_stages.py::test_a_run_trains_on_the_batches_of_its_seed")),
@@ -109,7 +109,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    first = files\n    final = []",
         test_globs=("tests/test_gcs_chain.py", "tests/test_*proxy*.py", "tests/test_storage*.py")),
     Mutation(
-        "warmup_zero_ignored", "jointist_jax/train/optimizer.py",
+        "warmup_zero_ignored", "jointist_jax/optimizer.py",
         "        if warmup_steps == 0:\n            return lr * decayed\n", "",
         ("tests/test_optimizer.py", "-k", "warm_up")),
     Mutation(

@@ -34,14 +34,14 @@ def runs(tmp_path_factory):
     import configs.joint_scratch
     import configs.separation
     import configs.transcription
-    from jointist_jax.train import checkpoints, model_factory
+    from jointist_jax import runs as runs_lib, stages
 
     root = tmp_path_factory.mktemp("eval_runs")
     paths = {}
     for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
                          ("separation", configs.separation), ("ir", configs.ir)):
         config = module.get_config("runlocal")
-        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)), step=7)
+        runs_lib.save_model(root / name, config, stages.build_model(config, nnx.Rngs(0)), step=7)
         paths[name] = root / name
     return paths
 

@@ -1,4 +1,4 @@
-"""The stage registry (jointist_jax/train/stages.py) and ``TrainState.create``.
+"""The stage registry (jointist_jax/stages.py) and ``TrainState.create``.
 
 A toy stage registered from here is built, initialised and stepped by the trainer's own ``Run``,
 as docs/adding_a_stage.md describes.
@@ -17,9 +17,9 @@ from flax import nnx
 
 from configs import ir as ir_config
 from jointist_jax.data import pipeline
-from jointist_jax.inference import loading
-from jointist_jax.train import distributed, model_factory, stages, trainer
-from jointist_jax.train.optimizer import make_optimizer
+from jointist_jax import runs, stages
+from jointist_jax.optimizer import make_optimizer
+from jointist_jax.train import distributed, trainer
 from jointist_jax.train.steps import TrainState, stage_losses
 
 
@@ -31,9 +31,9 @@ def test_the_four_stages_are_registered_with_their_data_and_abilities():
     assert table["transcription"] == (True, False, True, False, False)
     assert table["separation"] == (False, True, False, False, False)
     assert table["joint"] == (True, True, True, True, False)
-    assert stages.get("joint").init_from_subtree("transcription") == "transcriber"
-    assert stages.get("joint").init_from_subtree("ir") is None
-    assert stages.get("transcription").init_from == ()
+    assert stages.get("joint").init_source_submodule("transcription") == "transcriber"
+    assert stages.get("joint").init_source_submodule("ir") is None
+    assert stages.get("transcription").init_sources == ()
 
 
 def test_data_options_and_example_spec_follow_the_stage():
@@ -47,11 +47,11 @@ def test_data_options_and_example_spec_follow_the_stage():
                            transcribe_negatives=True, clip_seconds=1.5, crop_sampling="all_audio",
                            targets=True, stems=True, seed=5)
     assert stages.get("ir").data_options(config)["targets"] is False
-    spec = stages.get("transcription").example_spec(config)
+    spec = trainer.example_spec(stages.get("transcription"), config)
     assert (spec.clip_samples, spec.sample_rate, spec.rows, spec.targets, spec.stems) == (24000, 16000, 5, True, False)
     names = [name for name, _, _ in spec.fields()]
     assert "frame_roll" in names and "source" not in names and "valid" not in names
-    assert "valid" in [n for n, _, _ in stages.get("separation").example_spec(config, evaluation=True).fields()]
+    assert "valid" in [n for n, _, _ in trainer.example_spec(stages.get("separation"), config, evaluation=True).fields()]
 
 
 def test_unknown_stage_names_are_rejected_with_the_registered_ones():
@@ -60,7 +60,7 @@ def test_unknown_stage_names_are_rejected_with_the_registered_ones():
     config = ir_config.get_config("runlocal")
     config.stage = "nope"
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
-        model_factory.build_model(config, nnx.Rngs(0))
+        stages.build_model(config, nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         stage_losses(None, {}, "nope", None)
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
@@ -120,15 +120,15 @@ def test_a_registered_toy_stage_builds_steps_and_learns_through_the_trainer(toy_
     config.data.global_batch, config.data.clip_seconds = 4, 0.25
     config.optimizer.lr, config.optimizer.warmup_steps = 0.05, 1
     assert stages.get("toy") is toy_stage
-    assert isinstance(model_factory.build_model(config, nnx.Rngs(0)), _Loudness)
-    assert "toy" in loading._stages_that("recognizes")
+    assert isinstance(stages.build_model(config, nnx.Rngs(0)), _Loudness)
+    assert "toy" in runs._stages_that("recognizes")
 
     mesh = distributed.data_mesh(jax.devices()[:1])
     run = trainer.Run(config, mesh)
     assert run.stage is toy_stage
     state = run.init_state()
     assert int(state.step) == 0 and set(state.params) == {"norm", "linear"}
-    batch = jax.device_put(_toy_batch(toy_stage.example_spec(config), 4), distributed.batch_sharding(mesh))
+    batch = jax.device_put(_toy_batch(trainer.example_spec(toy_stage, config), 4), distributed.batch_sharding(mesh))
     first = jax.device_get(run.eval_step(state, batch))
     assert first["weight"] == 4.0 and first["loss"] == pytest.approx(first["toy_loss"])
     initial_kernel = np.asarray(state.params["linear"]["kernel"][...])
@@ -159,7 +159,7 @@ def test_an_unregistered_stage_object_drives_a_run_too():
     assert run.stage is stage
     state = run.init_state()
     assert set(state.params) == {"norm", "linear"}  # the toy's module, not the recognizer
-    batch = _toy_batch(stage.example_spec(config), 4)
+    batch = _toy_batch(trainer.example_spec(stage, config), 4)
     # The toy loss of the toy module, computed here outside the run.
     model = nnx.merge(run.eval_graphdef, state.params, state.batch_stats, state.rest)
     expected = float(_toy_losses(model, batch, None)[0])
@@ -246,7 +246,7 @@ def test_a_run_with_all_audio_crop_sampling_trains_on_its_batches(toy_stage, tin
 # ------------------------------------------------------------------------------ TrainState.create
 def test_train_state_create_holds_the_model_state_and_a_fresh_optimiser():
     config = ir_config.get_config("runlocal")
-    model = model_factory.build_model(config, nnx.Rngs(0))
+    model = stages.build_model(config, nnx.Rngs(0))
     tx, _ = make_optimizer(config.optimizer)
     state = TrainState.create(model, tx, step=7)
     assert state.step.dtype == jnp.int32 and int(state.step) == 7
@@ -257,5 +257,5 @@ def test_train_state_create_holds_the_model_state_and_a_fresh_optimiser():
     assert TrainState.create(model).opt_state is None
     restored = TrainState.from_checkpoint_items(state.checkpoint_items(), state.rest)
     assert int(restored.step) == 7 and restored.params is state.params
-    abstract = jax.eval_shape(lambda: TrainState.create(model_factory.build_model(config, nnx.Rngs(0)), tx))
+    abstract = jax.eval_shape(lambda: TrainState.create(stages.build_model(config, nnx.Rngs(0)), tx))
     assert abstract.step.shape == () and jax.tree.structure(abstract.params) == jax.tree.structure(state.params)

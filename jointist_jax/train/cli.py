@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import program_name, run_stage_cli
+from jointist_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
                                           lock_config=True)
@@ -61,10 +62,11 @@ def _main(argv):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parses ``argv`` (default ``sys.argv``; ``--config=NAME`` resolved to
-    ``configs/NAME.py``) and trains."""
+    ``configs/NAME.py``), applies the CPU XLA flags and trains."""
     global PROG
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
+    xla_flags.apply_cpu_flags()  # before jax loads
     run_stage_cli(_main, argv, prog=PROG)
 
 
