@@ -192,10 +192,11 @@ def parse_stage_flags(argv: list[str], prog: str) -> list[str]:
     return remaining
 
 
-def run_stage_cli(main, argv: list[str], *, prog: str | None = None, config_required: bool = True) -> None:
-    """Runs an absl ``main`` that needs ``--workdir`` and ``--config`` (a stage config, resolved by
-    name; optional with ``config_required=False``). ``--help`` prints the flags of ``main``'s
-    module; a command-line mistake is one line on stderr and exit status 2."""
+def run_stage_cli(main, argv: list[str], *, prog: str | None = None,
+                  required: tuple[str, ...] = ("config", "workdir")) -> None:
+    """Runs an absl ``main`` that takes ``--config`` (a stage config, resolved by name) and
+    ``--workdir``; ``required`` names the flags it cannot do without. ``--help`` prints the flags of
+    ``main``'s module; a command-line mistake is one line on stderr and exit status 2."""
     from absl import app, flags
 
     prog = prog or program_name(argv, "jointist")
@@ -203,9 +204,9 @@ def run_stage_cli(main, argv: list[str], *, prog: str | None = None, config_requ
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
         print(help_text(prog, summary, flags.FLAGS.get_key_flags_for_module(module),
-                        config_required=config_required))
+                        config_required="config" in required))
         raise SystemExit(0)
-    flags.mark_flags_as_required(["config", "workdir"] if config_required else ["workdir"])
+    flags.mark_flags_as_required(list(required))
     try:
         remaining = parse_stage_flags(argv, prog)
     except ConfigError as error:

@@ -62,6 +62,8 @@ _NO_TENSORBOARD = flags.DEFINE_bool("no_tensorboard", False, "Write metrics.json
 
 # The name messages start with: the command as it was started (eval.py, jointist-eval).
 PROG = "jointist-eval"
+# --config is optional: the workdir's config.json stands in for it.
+REQUIRED_FLAGS = ("workdir",)
 
 
 def _options():
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
     xla_flags.apply_cpu_flags()  # before jax loads
-    run_stage_cli(_main, argv, prog=PROG, config_required=False)
+    run_stage_cli(_main, argv, prog=PROG, required=REQUIRED_FLAGS)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (wi
 
 # The name error messages start with: the command as it was started (train.py, jointist-train).
 PROG = "jointist-train"
+REQUIRED_FLAGS = ("config", "workdir")
 
 
 def _main(argv):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
     xla_flags.apply_cpu_flags()  # before jax loads
-    run_stage_cli(_main, argv, prog=PROG)
+    run_stage_cli(_main, argv, prog=PROG, required=REQUIRED_FLAGS)
 
 
 if __name__ == "__main__":
