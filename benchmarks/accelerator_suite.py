@@ -46,14 +46,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jointist_jax.models import gru  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax.models import gru
 
 import jax
 import numpy as np
 from flax import nnx
 
 from benchmarks import common, profile_summary, train_step
-from jointist_jax.train import distributed, model_factory
+from jointist_jax import stages
+from jointist_jax.train import distributed
 from jointist_jax.train.trainer import Run
 
 CASE_ORDER = ("ts_train", "t_train", "tw_train", "s_train", "cu_train", "ir_train")  # most wanted first
@@ -191,7 +196,7 @@ def gru_unroll(unroll: int | None):
     if unroll is None:
         yield
         return
-    original = model_factory.build_model
+    original = stages.build_model
 
     def build(config, rngs, stage=None):
         model = original(config, rngs, stage=stage)
@@ -200,11 +205,11 @@ def gru_unroll(unroll: int | None):
                 node.unroll = unroll
         return model
 
-    model_factory.build_model = build
+    stages.build_model = build
     try:
         yield
     finally:
-        model_factory.build_model = original
+        stages.build_model = original
 
 
 # ------------------------------------------------------------------------------ measuring

@@ -13,7 +13,7 @@ What a benchmark case reports, and where each number comes from:
   * memory: XLA's ``memory_analysis()`` (argument / output / temp / alias bytes) and the process
     peak RSS (VmHWM), reset before each case where Linux allows it (:func:`reset_peak_rss`).
 
-It imports the package (and with it the CPU XLA flags) before jax, like every benchmark.
+Every benchmark script applies the CPU XLA flags (``jointist_jax.xla_flags``) itself before jax loads.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jointist_jax.train import model_factory  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import stages
 
 import jax
 from jax.extend import core as jex_core
@@ -251,7 +251,7 @@ def write_json(path: str, payload: dict) -> None:
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--dtype``, ``--json`` and ``--tiny``, shared by the model benchmarks."""
-    parser.add_argument("--dtype", choices=sorted(model_factory.DTYPES), default="float32",
+    parser.add_argument("--dtype", choices=sorted(stages.DTYPES), default="float32",
                         help="compute dtype of the models (parameters stay float32)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every number to this JSON file")
     parser.add_argument("--tiny", action="store_true",

@@ -21,7 +21,10 @@ import argparse
 import statistics
 import time
 
-# The package first: it adds its CPU XLA flags before jax loads.
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
 from jointist_jax.models.separator import DEFAULT_CHANNELS, conv_transpose_2x2
 
 import jax

@@ -25,7 +25,11 @@ import importlib
 import sys
 import time
 
-from jointist_jax import audio  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax import audio
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +40,8 @@ from flax import nnx
 from jointist_jax.data import pipeline
 from jointist_jax.data.spec import input_spec
 from jointist_jax.models import losses
-from jointist_jax.train import model_factory, optimizer, stages, steps
+from jointist_jax import optimizer, stages
+from jointist_jax.train import steps
 
 MODULE_GROUPS = ("bn0", "frame_model.acoustic", "frame_model.fc5", "frame_model.bn5", "frame_model.language",
                  "frame_model.fc", "reg_onset_model.acoustic", "reg_onset_model.fc5", "reg_onset_model.bn5",
@@ -106,13 +111,13 @@ def main(argv=None) -> int:
     if config.stage != "transcription":
         parser.error("diagnose_learning reads transcriber internals: use a transcription config")
 
-    model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+    model = stages.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
     if args.prior_bias is not None:
         logit = float(np.log(args.prior_bias / (1 - args.prior_bias)))
         for layer in (model.frame_model.fc, model.reg_onset_model.fc, model.frame_fc):
             layer.bias[...] = jnp.full_like(layer.bias[...], logit)
     model.train()
-    graphdef, params, batch_stats, rest = steps.split_model(model)
+    graphdef, params, batch_stats, rest = stages.split_model(model)
     tx, schedule = optimizer.make_optimizer(config.optimizer)
     if args.optimizer == "adam":
         o = config.optimizer

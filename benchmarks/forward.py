@@ -23,7 +23,11 @@ from __future__ import annotations
 import argparse
 import gc
 
-from jointist_jax import audio, instruments  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax import audio, instruments
 from jointist_jax.music import SAMPLE_RATE
 
 import jax
@@ -33,7 +37,7 @@ from flax import nnx
 
 from benchmarks import common
 from configs import defaults
-from jointist_jax.train import model_factory
+from jointist_jax import stages
 
 MODULES = ("recognizer", "transcriber_narrow", "transcriber_wide", "separator_sum", "separator_standalone")
 CONDITIONED = frozenset(MODULES) - {"recognizer"}
@@ -57,13 +61,13 @@ def build_module(name: str, *, tiny: bool, dtype, rngs: nnx.Rngs) -> nnx.Module:
     """The module ``name`` at full size (the reference's widths) or at the runlocal ``tiny`` size,
     built by the package's model factory from the configs' model sections."""
     if name == "recognizer":
-        return model_factory.recognizer(defaults.recognizer_config("tiny" if tiny else "full"), dtype=dtype, rngs=rngs)
+        return stages.recognizer(defaults.recognizer_config("tiny" if tiny else "full"), dtype=dtype, rngs=rngs)
     if name.startswith("transcriber_"):
         size = "tiny" if tiny else name.removeprefix("transcriber_")
-        return model_factory.transcriber(defaults.transcriber_config(size), dtype=dtype, rngs=rngs)
+        return stages.transcriber(defaults.transcriber_config(size), dtype=dtype, rngs=rngs)
     if name.startswith("separator_"):
         section = defaults.separator_config(name.removeprefix("separator_"), "tiny" if tiny else "full")
-        return model_factory.separator(section, dtype=dtype, rngs=rngs)
+        return stages.separator(section, dtype=dtype, rngs=rngs)
     raise ValueError(f"unknown module {name!r}; choose from {MODULES}")
 
 
@@ -148,7 +152,7 @@ def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: 
 def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, repeats_large: int,
                   dtype_name: str, tiny: bool, max_rows: int = 0) -> list[dict]:
     """Every (module, K) case; one dict per case with the reference's time and the ratio."""
-    dtype = model_factory.compute_dtype(dtype_name)
+    dtype = stages.compute_dtype(dtype_name)
     samples = TINY_CLIP_SAMPLES if tiny else FULL_CLIP_SAMPLES
     results = []
     for name in modules:

@@ -30,7 +30,11 @@ import argparse
 import statistics
 import time
 
-from jointist_jax.models.gru import BiGRU  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax.models.gru import BiGRU
 
 import jax
 import jax.numpy as jnp

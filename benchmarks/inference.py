@@ -29,7 +29,11 @@ import sys
 import tempfile
 import time
 
-from jointist_jax.inference.predictor import Predictor  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax.inference.predictor import Predictor
 
 import jax
 import numpy as np
@@ -40,7 +44,7 @@ from jointist_jax.inference import memory, outputs, songs
 from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.models.jointist import Jointist
 from jointist_jax.music import SAMPLE_RATE
-from jointist_jax.train import model_factory
+from jointist_jax import stages
 
 REFERENCE_T_SECONDS_PER_CLIP = 1.92  # docs/reference.md §11.3 t_infer1: narrow f_T, one 10-s clip, one condition
 
@@ -51,9 +55,9 @@ def build(size: str) -> Jointist:
     rngs = nnx.Rngs(0)
     transcriber_size = "narrow" if size == "full" else "tiny"
     model = Jointist(
-        recognizer=model_factory.recognizer(defaults.recognizer_config(size), rngs=rngs),
-        transcriber=model_factory.transcriber(defaults.transcriber_config(transcriber_size), rngs=rngs),
-        separator=model_factory.separator(defaults.separator_config("sum", size), rngs=rngs))
+        recognizer=stages.recognizer(defaults.recognizer_config(size), rngs=rngs),
+        transcriber=stages.transcriber(defaults.transcriber_config(transcriber_size), rngs=rngs),
+        separator=stages.separator(defaults.separator_config("sum", size), rngs=rngs))
     model.eval()
     return model
 

@@ -25,7 +25,11 @@ import sys
 import tempfile
 import time
 
-from jointist_jax.data import pipeline  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax.data import pipeline
 from jointist_jax.data.spec import InputSpec
 
 import jax

@@ -41,8 +41,12 @@ import threading
 import time
 from pathlib import Path
 
-# The package first: it adds its CPU XLA flags before jax loads.
-from jointist_jax.train import checkpoints, model_factory, trainer
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax import runs, stages
+from jointist_jax.train import trainer
 
 from flax import nnx
 
@@ -203,8 +207,8 @@ def main(argv=None) -> int:
 
     def untrained(config, workdir: Path) -> Path:
         """The trainer's initialisation (same seeds), saved as step 0."""
-        init = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
-        checkpoints.save_model(workdir, config, init)
+        init = stages.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+        runs.save_model(workdir, config, init)
         return workdir
 
     if "transcription" in stages:

@@ -34,7 +34,11 @@ import dataclasses
 import gc
 import math
 
-from jointist_jax import instruments  # first: the package adds its CPU XLA flags before jax loads
+from jointist_jax import xla_flags
+
+xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+
+from jointist_jax import instruments
 
 import jax
 import ml_collections
@@ -42,8 +46,9 @@ import numpy as np
 
 from benchmarks import common
 from configs import defaults, ir, joint_scratch, separation, transcription
+from jointist_jax import stages
 from jointist_jax.data.spec import InputSpec, input_spec
-from jointist_jax.train import distributed, stages
+from jointist_jax.train import distributed
 from jointist_jax.train.trainer import Run
 
 

@@ -139,10 +139,11 @@ def explain_flag_error(error: Exception, config, argv: list[str]) -> str:
     return message
 
 
-def help_text(prog: str, summary: str, own_flags) -> str:
+def help_text(prog: str, summary: str, own_flags, *, config_required: bool = True) -> str:
     """``--help``: the program's own flags, one line each, and the stage configs with their ``:ARGS``."""
     stages = "; ".join(f"{name}[:{','.join(config_arguments(name))}]" for name in known_configs())
-    lines = [f"usage: {prog} --config=NAME[:ARGS] --workdir=DIR [--config.FIELD=VALUE ...] [flags]", "",
+    config = "--config=NAME[:ARGS] " if config_required else "[--config=NAME[:ARGS]] "
+    lines = [f"usage: {prog} {config}--workdir=DIR [--config.FIELD=VALUE ...] [flags]", "",
              summary, "",
              f"  --config=NAME[:ARGS]  stage config ({stages}); or PATH[:ARGS]",
              "  --config.FIELD=VALUE  override a config field, e.g. --config.optimizer.lr=3e-4"]
@@ -177,19 +178,21 @@ def parse_stage_flags(argv: list[str], prog: str) -> list[str]:
     return remaining
 
 
-def run_stage_cli(main, argv: list[str], *, prog: str | None = None) -> None:
-    """Runs an absl ``main`` that needs ``--config`` (a stage config, resolved by name) and
-    ``--workdir``. ``--help`` prints the flags of ``main``'s module; a command-line mistake is one
-    line on stderr and exit status 2."""
+def run_stage_cli(main, argv: list[str], *, prog: str | None = None,
+                  required: tuple[str, ...] = ("config", "workdir")) -> None:
+    """Runs an absl ``main`` that takes ``--config`` (a stage config, resolved by name) and
+    ``--workdir``; ``required`` names the flags it cannot do without. ``--help`` prints the flags of
+    ``main``'s module; a command-line mistake is one line on stderr and exit status 2."""
     from absl import app, flags
 
     prog = prog or program_name(argv, "jointist")
     module = sys.modules[main.__module__]
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
-        print(help_text(prog, summary, flags.FLAGS.get_key_flags_for_module(module)))
+        print(help_text(prog, summary, flags.FLAGS.get_key_flags_for_module(module),
+                        config_required="config" in required))
         raise SystemExit(0)
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(list(required))
     try:
         remaining = parse_stage_flags(argv, prog)
     except ConfigError as error:

@@ -6,9 +6,9 @@ convolutions to YNNPACK, which ran the transcriber's conv stack at 2.2x torch's 
 (the GRU's matmuls stay fast) but lets XLA's own conv emitter run convolutions: 1.0x torch.
 Switching YNNPACK off entirely made the GRU 2.5x slower.
 
-Importing ``jointist_jax`` calls :func:`apply_cpu_flags`, so an entry point only has to import
-a ``jointist_jax`` module before ``import jax``; call it again with ``host_device_count`` to
-simulate several CPU devices (the tests do), still before jax loads. It only adds
+Each program calls :func:`apply_cpu_flags` itself before it imports jax: the ``main()`` of every
+console script, the top of every benchmark script; with ``host_device_count`` it also simulates
+several CPU devices (tests/conftest.py). Importing ``jointist_jax`` applies nothing. It only adds
 flags that the user has not set, and does nothing once jax is imported (too late to matter), on
 a machine with an accelerator (an NVIDIA GPU or a TPU device node: XLA builds of other
 versions may not know the CPU flag, and it buys nothing there), or with

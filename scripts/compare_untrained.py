@@ -15,7 +15,7 @@ import logging
 import sys
 import tempfile
 
-import jointist_jax  # noqa: F401  (its CPU XLA flags, before main imports flax and so jax)
+from jointist_jax import xla_flags
 
 METRICS = ("note_f1/flat", "note_precision/flat", "note_recall/flat", "frame_f1/flat", "note_f1/instrument_wise",
            "mt3/onset_offset_program_f1/full_program", "sdr/source_wise")
@@ -29,16 +29,16 @@ def main(argv=None) -> int:
     parser.add_argument("--trained_metrics", default=None,
                         help="the run's metrics.json from launch/eval.py on the same split (not evaluated again)")
     args = parser.parse_args(argv)
+    xla_flags.apply_cpu_flags()  # before jax loads
     logging.basicConfig(level=logging.WARNING)
 
     from flax import nnx
 
     from jointist_jax import storage
     from jointist_jax.evaluation import EvalOptions, evaluate_run
-    from jointist_jax.inference import loading
-    from jointist_jax.train import checkpoints, model_factory
+    from jointist_jax import runs, stages
 
-    config = loading.read_run_config(args.run, role="--run")
+    config = runs.open(args.run, role="--run").config
     options = EvalOptions(split=args.split, media_songs=0)
     if args.trained_metrics:
         saved = json.loads(storage.path(args.trained_metrics).read_text())
@@ -50,8 +50,8 @@ def main(argv=None) -> int:
         trained = evaluate_run(args.run, args.data_dir, options)
         trained_step, trained_scalars = trained.step, trained.scalars
     with tempfile.TemporaryDirectory(prefix="untrained-") as temp:
-        model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
-        checkpoints.save_model(temp, config, model)
+        model = stages.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+        runs.save_model(temp, config, model)
         untrained = evaluate_run(temp, args.data_dir, options)
     songs = int(trained_scalars["num_songs"])
     print(f"held-out split {args.split!r}: {songs} songs, ground-truth instruments, thresholds 0.1")

@@ -109,7 +109,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    first = files\n    final = []",
         test_globs=("tests/test_gcs_chain.py", "tests/test_*proxy*.py", "tests/test_storage*.py")),
     Mutation(
-        "warmup_zero_ignored", "jointist_jax/train/optimizer.py",
+        "warmup_zero_ignored", "jointist_jax/optimizer.py",
         "        if warmup_steps == 0:\n            return lr * decayed\n", "",
         ("tests/test_optimizer.py", "-k", "warm_up")),
     Mutation(

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from the checkout: the benchmarks package
 
-import jointist_jax  # noqa: E402,F401  (its CPU XLA flags, before anything imports jax)
+from jointist_jax import xla_flags  # noqa: E402
 
 DIAGNOSE = ["-m", "benchmarks.diagnose_learning", "--fixed_batch", "--steps", "100", "--every", "50"]
 
@@ -35,7 +35,7 @@ def _short(x: float) -> str:
 
 def parameter_counts() -> list[str]:
     from configs import defaults
-    from jointist_jax.train import model_factory
+    from jointist_jax import stages
 
     def count(build) -> int:  # abstract shapes only: nothing is initialised
         import jax
@@ -46,11 +46,11 @@ def parameter_counts() -> list[str]:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
     sizes = {
-        "recognizer": count(lambda rngs: model_factory.recognizer(defaults.recognizer_config("full"), rngs=rngs)),
-        "narrow": count(lambda rngs: model_factory.transcriber(defaults.transcriber_config("narrow"), rngs=rngs)),
-        "wide": count(lambda rngs: model_factory.transcriber(defaults.transcriber_config("wide"), rngs=rngs)),
-        "separator": count(lambda rngs: model_factory.separator(defaults.separator_config("sum", "full"), rngs=rngs)),
-        "standalone": count(lambda rngs: model_factory.separator(defaults.separator_config("standalone", "full"), rngs=rngs)),
+        "recognizer": count(lambda rngs: stages.recognizer(defaults.recognizer_config("full"), rngs=rngs)),
+        "narrow": count(lambda rngs: stages.transcriber(defaults.transcriber_config("narrow"), rngs=rngs)),
+        "wide": count(lambda rngs: stages.transcriber(defaults.transcriber_config("wide"), rngs=rngs)),
+        "separator": count(lambda rngs: stages.separator(defaults.separator_config("sum", "full"), rngs=rngs)),
+        "standalone": count(lambda rngs: stages.separator(defaults.separator_config("standalone", "full"), rngs=rngs)),
     }
     return [f"recognizer {sizes['recognizer']:,}; transcriber narrow {sizes['narrow']:,} / wide {sizes['wide']:,}; "
             f"separator {sizes['separator']:,} / standalone {sizes['standalone']:,}"]
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cheap", action="store_true", help="only the figures computed in seconds without demo/")
     parser.add_argument("--slakh_dir", default="demo/slakh_synth", help="the demo's rendered dataset")
     args = parser.parse_args(argv)
+    xla_flags.apply_cpu_flags()  # before jax loads
     figures = [f for compute in CHEAP for f in compute()]
     if not args.cheap:
         figures += storage_per_hour(Path(args.slakh_dir)) + diagnose_learning()

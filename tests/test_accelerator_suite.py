@@ -118,16 +118,16 @@ def test_predicted_batch_extrapolates_a_line_through_the_largest_points():
 def test_gru_unroll_sets_every_gru_of_a_built_model_and_restores_the_factory():
     from configs import transcription
     from jointist_jax.models import gru
-    from jointist_jax.train import model_factory
+    from jointist_jax import stages
 
     config = transcription.get_config("runlocal")
-    original = model_factory.build_model
+    original = stages.build_model
     with suite_module.gru_unroll(4):
-        model = model_factory.build_model(config, nnx.Rngs(0))
+        model = stages.build_model(config, nnx.Rngs(0))
     grus = [node for _, node in nnx.iter_graph(model) if isinstance(node, gru.BiGRU)]
     assert len(grus) >= 2 and all(g.unroll == 4 for g in grus)
-    assert model_factory.build_model is original
-    plain = model_factory.build_model(config, nnx.Rngs(0))
+    assert stages.build_model is original
+    plain = stages.build_model(config, nnx.Rngs(0))
     assert all(node.unroll == gru.DEFAULT_UNROLL for _, node in nnx.iter_graph(plain) if isinstance(node, gru.BiGRU))
 
 

@@ -88,13 +88,13 @@ def saved_runs(tmp_path_factory):
 
     import configs.ir
     import configs.transcription
-    from jointist_jax.train import checkpoints, model_factory
+    from jointist_jax import runs, stages
 
     root = tmp_path_factory.mktemp("saved_runs")
     paths = {}
     for name, module in (("transcription", configs.transcription), ("ir", configs.ir)):
         config = module.get_config("runlocal")
-        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)))
+        runs.save_model(root / name, config, stages.build_model(config, nnx.Rngs(0)))
         paths[name] = root / name
     return paths
 

@@ -15,18 +15,18 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from jointist_jax import audio, run_dir
+from jointist_jax import audio, run_dir, runs
 from jointist_jax.convert import ConversionError, assign, cli, convert, layers, mapping
 from jointist_jax.convert.torch_checkpoint import load_state_dict
 from jointist_jax.models import gru as gru_lib
 from jointist_jax.models.jointist import Jointist
 from jointist_jax.models.recognizer import Recognizer
 from jointist_jax.models.transcriber import Transcriber
-from jointist_jax.train import checkpoints
-from jointist_jax.train.optimizer import make_optimizer
+from jointist_jax.optimizer import make_optimizer
 
 torch = pytest.importorskip("torch", reason="the converter's tests need the 'convert' extra (torch)")
 
@@ -217,7 +217,8 @@ def test_cli_writes_an_orbax_workdir_that_load_model_reads(narrow, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     assert (out / "config.json").is_file() and (out / "checkpoints" / "0").is_dir()
     assert sorted(p.name for p in out.parent.iterdir()) == ["transcription"]  # no temp dir left
-    model, config, step = checkpoints.load_model(out)
+    trained = runs.open(out)
+    model, config, step = runs.load_model(trained), trained.config, trained.step
     assert step == 0 and config.stage == "transcription"
     assert config.model.transcriber.variant == "narrow"
     for (path, ours), (_, converted) in zip(nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))),
@@ -236,7 +237,8 @@ def test_cli_reads_and_writes_a_bucket(narrow, gcs, capsys):
     code = cli.main(["--ckpt", f"gs://{bucket}/released/transcription1000.ckpt", "--module", "transcription",
                      "--out", out])
     assert code == 0, capsys.readouterr().err
-    model, config, step = checkpoints.load_model(out)
+    trained = runs.open(out)
+    model, config, step = runs.load_model(trained), trained.config, trained.step
     assert step == 0 and config.stage == "transcription"
     for (path, ours), (_, converted) in zip(nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))),
                                             nnx.to_flat_state(nnx.state(narrow["model"], (nnx.Param, nnx.BatchStat)))):
@@ -260,8 +262,11 @@ def test_joint_checkpoint_round_trips_through_orbax(joint, tmp_path):
                                         opt_state=tx.init(params)))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), items)
-    restored, step = checkpoints.restore_from_path(out, target)
-    assert step == 0
+    mngr = ocp.CheckpointManager(run_dir.RunDir.at(out).checkpoints, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        restored = mngr.restore(0, args=ocp.args.StandardRestore(target))
+    finally:
+        mngr.close()
     for name, tree in (("params", params), ("batch_stats", stats)):
         for (path, ours), (_, back) in zip(nnx.to_flat_state(tree), nnx.to_flat_state(restored[name])):
             np.testing.assert_array_equal(np.asarray(back[...]), np.asarray(ours[...]), err_msg=str(path))
@@ -490,7 +495,7 @@ def test_existing_output_is_refused_and_failures_leave_nothing(narrow, tmp_path,
         (Path(workdir) / "partial").write_text("half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoints, "save_model", failing_save)
+    monkeypatch.setattr(runs, "save_model", failing_save)
     with pytest.raises(OSError, match="disk full"):
         convert.convert_checkpoint(narrow["path"], out, "transcription", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the temp dir is gone, out untouched

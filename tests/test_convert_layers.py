@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jointist_jax import audio
+from jointist_jax import audio, stages
 from jointist_jax.convert import assign, convert, layers, mapping
 from jointist_jax.models import gru as gru_lib
 from jointist_jax.models.recognizer import Attention, Recognizer
@@ -258,7 +258,7 @@ def test_tiny_transcriber_matches_a_torch_reference_after_conversion():
     channels, dim, hidden = (4, 6, 6, 8), 16, 8
     ref = _randomise(_TorchTranscriber(channels, dim, hidden), **MODULE_RANDOM).eval()
     # empty_module: the converter's zero-filled build (a random init of the GRUs is slow on CPU).
-    ours = convert.empty_module(lambda: Transcriber(channels, acoustic_dim=dim, gru_hidden=hidden, rngs=nnx.Rngs(0)))
+    ours = stages.empty_module(lambda: Transcriber(channels, acoustic_dim=dim, gru_hidden=hidden, rngs=nnx.Rngs(0)))
     assign.assign_reference_weights(ours, mapping.TRANSCRIPTION_MODULES["narrow"],
                                     _with_front_end_buffers(ref.state_dict()), source="tiny")
     ours.eval()
@@ -358,7 +358,7 @@ class _TorchRecognizer(torch.nn.Module):
 def test_tiny_recognizer_matches_a_torch_reference_after_conversion():
     channels, dim, heads, ff = (4, 4, 6, 6, 8, 8), 32, 8, 48
     ref = _randomise(_TorchRecognizer(channels, dim, heads, ff, 4), **MODULE_RANDOM).eval()
-    ours = convert.empty_module(lambda: Recognizer(channels=channels, d_model=dim, num_heads=heads, num_layers=4,
+    ours = stages.empty_module(lambda: Recognizer(channels=channels, d_model=dim, num_heads=heads, num_layers=4,
                                                    ff_dim=ff, rngs=nnx.Rngs(0)))
     assign.assign_reference_weights(ours, mapping.IR_MODULE, _with_front_end_buffers(ref.state_dict()),
                                     source="tiny")
@@ -454,7 +454,7 @@ def test_tiny_separator_mask_matches_a_torch_reference_after_conversion():
     channels, n_fft = (2, 3, 3, 4, 4, 4), 128  # 64 U-Net bins: divisible by 2**6
     bins = n_fft // 2 + 1
     ref = _randomise(_TorchTCondUNet(channels, bins), **MODULE_RANDOM).eval()
-    ours = convert.empty_module(lambda: Separator("sum", n_fft=n_fft, channels=channels, rngs=nnx.Rngs(0)))
+    ours = stages.empty_module(lambda: Separator("sum", n_fft=n_fft, channels=channels, rngs=nnx.Rngs(0)))
     state = {k: _np(v) for k, v in ref.state_dict().items()}
     state["unet_base.stft.window"] = state["unet_base.istft.window"] = _np(torch.hann_window(n_fft))
     assign.assign_reference_weights(ours, mapping.SEPARATION_MODULE, state, source="tiny")

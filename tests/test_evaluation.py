@@ -7,6 +7,7 @@ aligned with the references (near-perfect scores), which a shifted or mislabelle
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jointist_jax import instruments
+from jointist_jax import instruments, run_dir
+from jointist_jax import runs as runs_lib
 from jointist_jax.data import tracks
 from jointist_jax.evaluation import EvalOptions, evaluate_run, references, reporting, runner, watch
 from jointist_jax.inference.predictor import SongPrediction
@@ -35,14 +37,14 @@ def runs(tmp_path_factory):
     import configs.joint_scratch
     import configs.separation
     import configs.transcription
-    from jointist_jax.train import checkpoints, model_factory
+    from jointist_jax import stages
 
     root = tmp_path_factory.mktemp("eval_runs")
     paths = {}
     for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
                          ("separation", configs.separation), ("ir", configs.ir)):
         config = module.get_config("runlocal")
-        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)), step=7)
+        runs_lib.save_model(root / name, config, stages.build_model(config, nnx.Rngs(0)), step=7)
         paths[name] = root / name
     return paths
 
@@ -363,8 +365,9 @@ def _eval_cli(*args, timeout=300):
 @pytest.mark.slow
 def test_eval_cli_writes_metrics_and_tensorboard(runs, tiny_tfds_dir, tmp_path):
     out = tmp_path / "out"
-    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}",
-                     f"--config.data.data_dir={tiny_tfds_dir}", "--split=test", f"--out={out}", "--media_songs=1")
+    # Without --config: the run's config.json, and --data_dir for the dataset.
+    proc = _eval_cli(f"--workdir={runs['transcription']}", f"--data_dir={tiny_tfds_dir}", "--split=test",
+                     f"--out={out}", "--media_songs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "gt_instruments/note_f1/flat" in proc.stdout
     assert (out / "test" / "7" / "metrics.json").is_file()
@@ -380,6 +383,17 @@ def test_eval_cli_errors_name_the_problem(runs, tmp_path):
     assert proc.returncode == 2 and "--checkpoint best" in proc.stderr and "carries a validation loss" in proc.stderr
     proc = _eval_cli("--config=transcription:runlocal", f"--workdir={tmp_path}")
     assert proc.returncode == 2 and "neither a workdir" in proc.stderr
+    # The dataset: --config's (with its overrides) or, without --config, the run's config.json's.
+    proc = _eval_cli("--config=transcription:runlocal", f"--workdir={runs['transcription']}",
+                     f"--config.data.data_dir={tmp_path / 'from_config'}")
+    assert proc.returncode == 2 and str(tmp_path / "from_config") in proc.stderr, proc.stderr[-2000:]
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["transcription"], copy)
+    config = runs_lib.open(copy).config
+    config.data.data_dir = str(tmp_path / "from_run")
+    run_dir.RunDir.at(copy).write_config(config)
+    proc = _eval_cli(f"--workdir={copy}")
+    assert proc.returncode == 2 and str(tmp_path / "from_run") in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow

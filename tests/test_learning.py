@@ -34,7 +34,8 @@ from conftest import built_once
 from jointist_jax import instruments, rolls
 from jointist_jax.metrics import separation_metrics, transcription_metrics
 from jointist_jax.music import FRAMES_PER_SECOND, LOWEST_MIDI_NOTE, SAMPLE_RATE, Notes
-from jointist_jax.train import model_factory, optimizer, steps
+from jointist_jax import optimizer, stages
+from jointist_jax.train import steps
 
 SECONDS = 1.0
 FRAMES = rolls.num_frames(SECONDS)
@@ -101,14 +102,14 @@ def _train(config_name: str, num_steps: int, lr: float, cache: Path, *, transcri
     config.optimizer.lr = lr
     config.optimizer.warmup_steps = 10
     config.optimizer.decay_every = num_steps * 10  # one fixed learning rate after the warm-up
-    model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
+    model = stages.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed))
     model.train()
     # Dropout off (BatchNorm still trains on batch statistics): this checks memorisation, which
     # the regularisation is there to prevent, not generalisation.
     model.set_attributes(deterministic=True, raise_if_not_found=False)
     if transcriber_from is not None:
         nnx.update(model.transcriber, transcriber_from.params, transcriber_from.batch_stats)
-    graphdef = steps.split_model(model)[0]
+    graphdef = stages.split_model(model)[0]
     tx, schedule = optimizer.make_optimizer(config.optimizer)
     untrained = steps.TrainState.create(model, tx)
     weights = (untrained.params, untrained.batch_stats)

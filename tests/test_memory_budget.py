@@ -64,9 +64,9 @@ def test_predictor_rows_per_call_follow_the_budget(monkeypatch):
 
     import configs.joint_scratch
     from jointist_jax.inference.predictor import Predictor
-    from jointist_jax.train import model_factory
+    from jointist_jax import stages
 
-    model = model_factory.build_model(configs.joint_scratch.get_config("runlocal"), nnx.Rngs(0))
+    model = stages.build_model(configs.joint_scratch.get_config("runlocal"), nnx.Rngs(0))
     waveform = 0.1 * np.random.default_rng(4).standard_normal(12 * 16000).astype(np.float32)  # 2 windows
     classes = [0, 38]
     predictor = Predictor(model, batch_windows=2)

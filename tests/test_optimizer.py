@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jointist_jax.train import optimizer
+from jointist_jax import optimizer
 
 
 def test_schedule_matches_lambda_lr():

@@ -72,7 +72,7 @@ CANNOT_RUN_HERE = {
                                                                        "(flags checked)",
     "jointist-eval --config=joint_pretrained --workdir": "needs trained full-size runs (flags checked; "
                                                          "evaluation runs in tests/test_evaluation.py)",
-    "jointist-eval --config=transcription --workdir": "needs a full-size run to watch (flags checked; "
+    "jointist-eval --workdir=runs/t": "needs a full-size run to watch (flags checked; "
                                                       "--watch runs in tests/test_evaluation.py)",
     "jointist-transcribe --checkpoint gs://": "runs in tests/test_gcs_chain.py (flags checked)",
     "jointist-transcribe --checkpoint RUN": "needs a trained run and songs (flags checked; "
@@ -175,7 +175,7 @@ import sys
 from absl import flags
 from jointist_jax import cli_support
 import {module} as cli
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(list(cli.REQUIRED_FLAGS))
 try:
     cli_support.parse_stage_flags(sys.argv[1:], "check")
     print("ok")

@@ -6,18 +6,18 @@ import pytest
 
 from jointist_jax import run_dir
 from jointist_jax.evaluation import watch
-from jointist_jax.train import checkpoints
+from jointist_jax import runs
 
 
 def _save(mngr, step, validation_loss=None):
     items = {"step": np.int32(step), "params": {"w": np.full(3, float(step), np.float32)}}
-    checkpoints.save(mngr, step, items, force=True, validation_loss=validation_loss)
+    runs.save(mngr, step, items, force=True, validation_loss=validation_loss)
     mngr.wait_until_finished()
 
 
 def test_the_best_checkpoint_is_kept_beside_the_last_few(tmp_path):
     run = run_dir.RunDir.at(tmp_path / "run")
-    mngr = checkpoints.manager(run, keep=2, asynchronous=False)
+    mngr = runs.manager(run, keep=2, asynchronous=False)
     try:
         for step, loss in [(1, None), (2, 0.5), (3, None), (4, 0.3), (5, None), (6, 0.4), (7, None)]:
             _save(mngr, step, loss)
@@ -37,7 +37,7 @@ def test_best_needs_a_validated_checkpoint(tmp_path):
     run = run_dir.RunDir.at(tmp_path / "run")
     with pytest.raises(run_dir.RunNotFoundError, match="no finished checkpoint"):
         run.best_step()
-    mngr = checkpoints.manager(run, keep=3, asynchronous=False)
+    mngr = runs.manager(run, keep=3, asynchronous=False)
     try:
         _save(mngr, 1)
     finally:
@@ -49,7 +49,7 @@ def test_best_needs_a_validated_checkpoint(tmp_path):
 def test_watching_best_evaluates_each_new_best_until_the_run_ends(tmp_path):
     run = run_dir.RunDir.at(tmp_path / "run")
     out = tmp_path / "eval"
-    mngr = checkpoints.manager(run, keep=1, asynchronous=False)
+    mngr = runs.manager(run, keep=1, asynchronous=False)
     # The trainer's progress, one save per watcher poll: (step, validation loss).
     progress = iter([(2, 0.9), (3, None), (4, 0.7), (6, 0.8), (8, 0.75)])
     seen = []

@@ -7,7 +7,7 @@ import pytest
 
 from configs import ir as ir_config
 from jointist_jax.data import spec as spec_lib
-from jointist_jax.train import stages
+from jointist_jax import stages
 
 
 def test_the_spec_of_a_stage_carries_every_setting_of_the_config():

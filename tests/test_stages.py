@@ -1,4 +1,4 @@
-"""The stage registry (jointist_jax/train/stages.py) and ``TrainState.create``.
+"""The stage registry (jointist_jax/stages.py) and ``TrainState.create``.
 
 A toy stage registered from here is built, initialised and stepped by the trainer's own ``Run``,
 as docs/adding_a_stage.md describes.
@@ -17,10 +17,10 @@ from flax import nnx
 
 from configs import ir as ir_config
 from jointist_jax.data import pipeline
+from jointist_jax import runs, stages
 from jointist_jax.data.spec import InputSpec, input_spec
-from jointist_jax.inference import loading
-from jointist_jax.train import distributed, model_factory, stages, trainer
-from jointist_jax.train.optimizer import make_optimizer
+from jointist_jax.optimizer import make_optimizer
+from jointist_jax.train import distributed, trainer
 from jointist_jax.train.steps import TrainState, stage_losses
 
 
@@ -32,9 +32,9 @@ def test_the_four_stages_are_registered_with_their_data_and_abilities():
     assert table["transcription"] == (True, False, True, False, False)
     assert table["separation"] == (False, True, False, False, False)
     assert table["joint"] == (True, True, True, True, False)
-    assert stages.get("joint").init_from_subtree("transcription") == "transcriber"
-    assert stages.get("joint").init_from_subtree("ir") is None
-    assert stages.get("transcription").init_from == ()
+    assert stages.get("joint").init_source_submodule("transcription") == "transcriber"
+    assert stages.get("joint").init_source_submodule("ir") is None
+    assert stages.get("transcription").init_sources == ()
 
 
 def test_unknown_stage_names_are_rejected_with_the_registered_ones():
@@ -43,7 +43,7 @@ def test_unknown_stage_names_are_rejected_with_the_registered_ones():
     config = ir_config.get_config("runlocal")
     config.stage = "nope"
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
-        model_factory.build_model(config, nnx.Rngs(0))
+        stages.build_model(config, nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         stage_losses(None, {}, "nope", None)
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
@@ -103,8 +103,8 @@ def test_a_registered_toy_stage_builds_steps_and_learns_through_the_trainer(toy_
     config.data.global_batch, config.data.clip_seconds = 4, 0.25
     config.optimizer.lr, config.optimizer.warmup_steps = 0.05, 1
     assert stages.get("toy") is toy_stage
-    assert isinstance(model_factory.build_model(config, nnx.Rngs(0)), _Loudness)
-    assert "toy" in loading._stages_that("recognizes")
+    assert isinstance(stages.build_model(config, nnx.Rngs(0)), _Loudness)
+    assert "toy" in runs._stages_that("recognizes")
 
     mesh = distributed.data_mesh(jax.devices()[:1])
     run = trainer.Run(config, mesh)
@@ -228,7 +228,7 @@ def test_a_run_with_all_audio_crop_sampling_trains_on_its_batches(toy_stage, tin
 # ------------------------------------------------------------------------------ TrainState.create
 def test_train_state_create_holds_the_model_state_and_a_fresh_optimiser():
     config = ir_config.get_config("runlocal")
-    model = model_factory.build_model(config, nnx.Rngs(0))
+    model = stages.build_model(config, nnx.Rngs(0))
     tx, _ = make_optimizer(config.optimizer)
     state = TrainState.create(model, tx, step=7)
     assert state.step.dtype == jnp.int32 and int(state.step) == 7
@@ -239,5 +239,5 @@ def test_train_state_create_holds_the_model_state_and_a_fresh_optimiser():
     assert TrainState.create(model).opt_state is None
     restored = TrainState.from_checkpoint_items(state.checkpoint_items(), state.rest)
     assert int(restored.step) == 7 and restored.params is state.params
-    abstract = jax.eval_shape(lambda: TrainState.create(model_factory.build_model(config, nnx.Rngs(0)), tx))
+    abstract = jax.eval_shape(lambda: TrainState.create(stages.build_model(config, nnx.Rngs(0)), tx))
     assert abstract.step.shape == () and jax.tree.structure(abstract.params) == jax.tree.structure(state.params)

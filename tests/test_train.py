@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 
@@ -204,7 +205,11 @@ def test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device(tiny_tfds_dir
     # Restored onto one device through the trainer's own path, every saved value comes back.
     config = tiny_config("transcription", tiny_tfds_dir, **overrides)
     run = trainer.Run(config, distributed.data_mesh(jax.devices()[:1]))
-    items, _ = trainer.checkpoints.restore_from_path(str(tmp_path), run.checkpoint_target())
+    mngr = ocp.CheckpointManager(tmp_path / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        items = run.restore_items(mngr, steps[0])
+    finally:
+        mngr.close()
     restored = [np.asarray(x) for x in jax.tree.leaves(items["params"])]
     assert {d for x in jax.tree.leaves(items) for d in x.devices()} == {jax.devices()[0]}
     for a, b in zip(restored, checkpoint_params(tmp_path, steps[0]), strict=True):

@@ -39,14 +39,14 @@ def runs(tmp_path_factory):
     import configs.ir
     import configs.joint_scratch
     import configs.transcription
-    from jointist_jax.train import checkpoints, model_factory
+    from jointist_jax import runs as runs_lib, stages
 
     root = tmp_path_factory.mktemp("runs")
     paths = {}
     for name, module in (("joint", configs.joint_scratch), ("transcription", configs.transcription),
                          ("ir", configs.ir)):
         config = untrained_with_notes(module.get_config("runlocal"))
-        checkpoints.save_model(root / name, config, model_factory.build_model(config, nnx.Rngs(0)))
+        runs_lib.save_model(root / name, config, stages.build_model(config, nnx.Rngs(0)))
         paths[name] = root / name
     return paths
 
@@ -201,9 +201,9 @@ def test_auto_instruments_with_recognizer(runs, songs, tmp_path, capsys, aggrega
 # ----------------------------------------------------------------------------------- predictor
 @pytest.fixture(scope="module")
 def joint_model(runs):
-    from jointist_jax.train import checkpoints
+    from jointist_jax import runs as runs_lib
 
-    return checkpoints.load_model(runs["joint"])[0]
+    return runs_lib.load_model(runs_lib.open(runs["joint"]))
 
 
 @pytest.mark.slow
@@ -272,9 +272,9 @@ def test_predictor_runs_a_standalone_separator():
     import configs.separation
     from jointist_jax.inference.predictor import Predictor
     from jointist_jax.inference.windows import split_windows
-    from jointist_jax.train import model_factory
+    from jointist_jax import stages
 
-    separator = model_factory.build_model(configs.separation.get_config("runlocal"), nnx.Rngs(0))
+    separator = stages.build_model(configs.separation.get_config("runlocal"), nnx.Rngs(0))
     separator.eval()
     waveform = 0.1 * np.random.default_rng(3).standard_normal(4 * SR).astype(np.float32)
     predictor = Predictor(separator, batch_windows=1)

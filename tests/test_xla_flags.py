@@ -31,14 +31,24 @@ def test_cpu_flags_are_added_unless_switched_off_or_set_by_the_user():
     assert xla_flags.CPU_FLAGS[0] not in mine
 
 
-def test_importing_the_package_adds_the_flags_before_jax_loads():
-    """Entry points only import a jointist_jax module before jax; the package adds the flags."""
+def test_each_program_applies_the_flags_in_main_and_importing_the_package_does_not():
+    """Importing jointist_jax leaves XLA_FLAGS alone; each console script's ``main()`` adds the CPU
+    flags before it imports jax (checked after it stopped at a command-line mistake or at a
+    missing run)."""
     from jointist_jax import xla_flags
 
     if xla_flags.has_accelerator():
         pytest.skip("the flags are for CPU-only machines")
-    code = "import os, sys; import jointist_jax; print('jax' in sys.modules, os.environ.get('XLA_FLAGS'))"
     environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JOINTIST_CPU_FLAGS")}
-    out = subprocess.run([sys.executable, "-c", code], env=dict(environment, PYTHONPATH=str(ROOT)),
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", xla_flags.CPU_FLAGS[0]]
+    programs = {"jointist_jax.train.cli": ["jointist-train"], "jointist_jax.evaluation.cli": ["jointist-eval"],
+                "jointist_jax.inference.cli": ["--checkpoint", "/nonexistent", "--audio", "/nonexistent",
+                                               "--instruments", "piano", "--out", "/nonexistent"],
+                "jointist_jax.app.cli": ["--checkpoint", "/nonexistent", "--port", "0"]}
+    for module, argv in programs.items():
+        code = (f"import importlib, os, sys; cli = importlib.import_module({module!r}); "
+                "print(os.environ.get('XLA_FLAGS'), 'jax' in sys.modules)\n"
+                f"try:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+                "print(os.environ.get('XLA_FLAGS'))")
+        out = subprocess.run([sys.executable, "-c", code], env=dict(environment, PYTHONPATH=str(ROOT)),
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert out == ["None False", xla_flags.CPU_FLAGS[0]], module

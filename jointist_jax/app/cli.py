@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from jointist_jax import xla_flags
 from jointist_jax.cli_support import OneLineHelpFormatter
 from jointist_jax.inference.cli import add_batching_flags
 
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def load_engine(args: argparse.Namespace, work_dir: Path):
     """The :class:`~jointist_jax.app.jobs.Engine` of the flags' runs."""
     from jointist_jax.app.jobs import Engine
-    from jointist_jax.inference import loading, memory, songs
-    from jointist_jax.train import stages
+    from jointist_jax import runs
+    from jointist_jax.inference import memory, songs
 
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max_upload_mb must be positive, got {args.max_upload_mb}")
@@ -52,12 +53,15 @@ def load_engine(args: argparse.Namespace, work_dir: Path):
                                     memory_budget=memory.budget_of(args.memory_budget))
     except ValueError as error:  # each message starts with the option's name
         raise ValueError(f"--{error}") from error
-    config = loading.check_transcriber_run(args.checkpoint, separate=False)
-    separate = stages.get(config.get("stage")).separates
+    transcriber_run = runs.open(args.checkpoint, role="--checkpoint")
+    runs.check_transcriber(transcriber_run, separate=False)
+    separate = transcriber_run.stage.separates
+    recognizer_run = None
     if args.ir_checkpoint is not None:
-        loading.check_recognizer_run(args.ir_checkpoint)
-    model, _ = loading.load_transcriber_run(args.checkpoint, separate=separate)
-    recognizer = loading.load_recognizer_run(args.ir_checkpoint) if args.ir_checkpoint is not None else None
+        recognizer_run = runs.open(args.ir_checkpoint, role="--ir_checkpoint")
+        runs.check_recognizer(recognizer_run)
+    model = runs.load_model(transcriber_run)
+    recognizer = runs.load_model(recognizer_run) if recognizer_run is not None else None
     return Engine(songs.make_predictor(model, recognizer, options), separate=separate, base_options=options,
                   work_dir=work_dir)
 
@@ -65,10 +69,11 @@ def load_engine(args: argparse.Namespace, work_dir: Path):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; serves until interrupted (SIGINT or SIGTERM); returns the exit status."""
     args = build_parser().parse_args(argv)
+    xla_flags.apply_cpu_flags()  # before jax loads
     import uvicorn
 
+    from jointist_jax import runs
     from jointist_jax.app.server import MB, create_app
-    from jointist_jax.inference import loading
 
     work_dir = Path(tempfile.mkdtemp(prefix="jointist-app-"))
     try:
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         try:
             engine = load_engine(args, work_dir)
-        except (ValueError, loading.CheckpointError) as error:
+        except (ValueError, runs.CheckpointError) as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 2
         app = create_app(engine, max_upload_bytes=int(args.max_upload_mb * MB))

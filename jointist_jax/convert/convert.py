@@ -1,7 +1,7 @@
 """Released Jointist checkpoints -> jointist-jax models and orbax checkpoints.
 
 Three Lightning checkpoints are supported (docs/reference.md §11.2), by ``module`` (the stages
-whose registry entry has a ``release``, jointist_jax/train/stages.py):
+whose registry entry has a ``release``, jointist_jax/stages.py):
 
 * ``transcription`` (``transcription1000.ckpt``): ``Original`` + CNN8Dropout (``narrow``) or
   CNN8Dropout_Wide (``wide``), under the prefix ``network.``;
@@ -11,8 +11,8 @@ whose registry entry has a ``release``, jointist_jax/train/stages.py):
 
 The model is built from the stage's config (``configs/transcription.py``, ``configs/ir.py``,
 ``configs/joint_scratch.py``, full size) and written with
-:func:`jointist_jax.train.checkpoints.save_model`, so ``checkpoints.load_model``, ``init_from`` and
-the inference entry points read it like any trained run.
+:func:`jointist_jax.runs.save_model`, so ``runs.load_model``, ``init_from`` and the inference
+entry points read it like any trained run.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from flax import nnx
 
 from jointist_jax.convert import assign, mapping
 from jointist_jax.convert.torch_checkpoint import ConversionError, load_state_dict
-from jointist_jax.train import model_factory, stages
+from jointist_jax import runs, stages
 
-# The stages with a released checkpoint (``Stage.release`` in jointist_jax/train/stages.py).
+# The stages with a released checkpoint (``Stage.release`` in jointist_jax/stages.py).
 MODULES = tuple(stage.name for stage in stages.all_stages() if stage.release is not None)
 VARIANTS = ("narrow", "wide")
 DEFAULT_VARIANT = "narrow"  # the width the released checkpoints presumably hold (docs/reference.md §0.13)
@@ -147,11 +147,6 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], module: str, variant:
     raise ConversionError(message + ". Details: " + "; ".join(problems))
 
 
-# Zero-filled builds (no initialisers run) live with the model factory: loading checkpoints uses them too.
-empty_module = model_factory.empty_module
-empty_model = model_factory.empty_model
-
-
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: str, variant: str | None = None, *,
                        source: str = "checkpoint") -> tuple[ml_collections.ConfigDict, nnx.Module]:
     """Our full-size model (eval mode) and its config, set from a Lightning ``state_dict``.
@@ -166,7 +161,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: str, varian
     variant = check_module_and_variant(module, variant)
     check_state_dict(state_dict, module, variant, source=source)
     config = build_config(module, variant)
-    model = empty_model(config)
+    model = stages.empty_model(config)  # zero-filled: every array is assigned below
     for part in parts(module, variant):
         target = model if part.attribute is None else getattr(model, part.attribute)
         tensors = {k[len(part.prefix):]: v for k, v in state_dict.items() if k.startswith(part.prefix)}
@@ -179,14 +174,13 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: str, varian
 def convert_checkpoint(ckpt, out, module: str, variant: str | None = None, *, overwrite: bool = False):
     """Converts a released Lightning checkpoint into a jointist-jax workdir at ``out``.
 
-    Writes ``out/config.json`` and ``out/checkpoints/0`` (see ``checkpoints.save_model``). Nothing
+    Writes ``out/config.json`` and ``out/checkpoints/0`` (see ``runs.save_model``). Nothing
     half-written is left behind: a local ``out`` is written to a temporary directory next to it and
     renamed at the end; a ``gs://`` one is deleted again if writing fails (and a step in a bucket
     only counts once orbax has committed it). An existing ``out`` is an error unless ``overwrite``.
     ``ckpt`` and ``out`` may be local or ``gs://``. Returns ``out``.
     """
     from jointist_jax import storage
-    from jointist_jax.train import checkpoints
 
     out = storage.path(out)
     variant = check_module_and_variant(module, variant)
@@ -200,14 +194,14 @@ def convert_checkpoint(ckpt, out, module: str, variant: str | None = None, *, ov
     if storage.is_remote(out):
         storage.remove_tree(out)
         try:
-            checkpoints.save_model(out, config, model)
+            runs.save_model(out, config, model)
         except BaseException:
             storage.remove_tree(out)
             raise
         return out
     tmp = tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=os.fspath(out.parent))
     try:
-        checkpoints.save_model(tmp, config, model)
+        runs.save_model(tmp, config, model)
         if out.exists():
             shutil.rmtree(os.fspath(out))
         os.rename(tmp, os.fspath(out))

@@ -12,6 +12,14 @@ Each song is processed by :mod:`jointist_jax.inference.songs`, as in ``jointist-
 metrics themselves are the pure functions of :mod:`jointist_jax.metrics`.
 """
 
-from jointist_jax.evaluation.runner import EvalOptions, EvalResult, SongMedia, evaluate_run
-
 __all__ = ["EvalOptions", "EvalResult", "SongMedia", "evaluate_run"]
+
+
+def __getattr__(name: str):
+    """The names of :mod:`runner`, imported on first use: importing the package (``jointist-eval``
+    does, before its ``main()`` applies the CPU XLA flags) must not load jax."""
+    if name in __all__:
+        from jointist_jax.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

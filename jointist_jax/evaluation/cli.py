@@ -1,12 +1,12 @@
 r"""``jointist-eval`` (also ``python launch/eval.py``): evaluates a run on whole songs.
 
-  jointist-eval --config=joint_pretrained --workdir=gs://BUCKET/jointist/joint \
-      --config.data.data_dir=gs://BUCKET/tfds [--checkpoint 100000|latest|best] [--split test] \
-      [--ir_checkpoint gs://BUCKET/jointist/ir]
+  jointist-eval --workdir=gs://BUCKET/jointist/joint [--data_dir=gs://BUCKET/tfds] \
+      [--checkpoint 100000|latest|best] [--split test] [--ir_checkpoint gs://BUCKET/jointist/ir]
 
-``--config`` is the stage config the run was trained with (it says where the dataset is; any
-field can be overridden as in training); the model itself is rebuilt from the workdir's
-``config.json``. Songs of ``--split`` are transcribed and/or separated with their ground-truth
+The run's own ``config.json`` says where the dataset is; ``--data_dir`` points elsewhere. The
+model is always rebuilt from ``config.json``. ``--config`` (optional: the stage config the run
+was trained with, e.g. ``--config=joint_pretrained --config.data.data_dir=...``) is only read for
+the dataset location and must be of the run's stage. Songs of ``--split`` are transcribed and/or separated with their ground-truth
 instruments and, with ``--ir_checkpoint`` (an ir run), with the recognizer's instruments too.
 Every metric of the paper and MT3's note F1 go to TensorBoard (``WORKDIR/tensorboard/eval_SPLIT``)
 with per-instrument bar charts, piano rolls and separated stems of ``--media_songs`` songs, and to
@@ -29,11 +29,14 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from jointist_jax import run_dir, xla_flags
 from jointist_jax.cli_support import program_name, run_stage_cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Optional stage config: NAME[:ARGS] or PATH[:ARGS] (default: the workdir's config.json).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "The TFDS dataset (default: config.data.data_dir).")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Step to evaluate: a step number, 'latest' (the default) or 'best' (the lowest "
     "validation loss). With --watch: 'best' evaluates each checkpoint that becomes the best one.")
@@ -59,6 +62,8 @@ _NO_TENSORBOARD = flags.DEFINE_bool("no_tensorboard", False, "Write metrics.json
 
 # The name messages start with: the command as it was started (eval.py, jointist-eval).
 PROG = "jointist-eval"
+# --config is optional: the workdir's config.json stands in for it.
+REQUIRED_FLAGS = ("workdir",)
 
 
 def _options():
@@ -71,14 +76,14 @@ def _options():
                        ir_aggregate=_IR_AGGREGATE.value)
 
 
-def evaluate_once(run_path: str, *, config, options, out_root: str, workdir: str) -> None:
-    """Evaluates one checkpoint and writes every report."""
+def evaluate_once(trained, *, ir_run, data_dir: str, options, out_root: str, workdir: str) -> None:
+    """Evaluates one checkpoint (an opened :class:`~jointist_jax.runs.TrainedRun`, with the
+    ``--ir_checkpoint`` run or None) and writes every report."""
     from jointist_jax.evaluation import evaluate_run, reporting
 
-    data_dir = config.data.data_dir
-    result = evaluate_run(run_path, data_dir, options, ir_path=_IR_CHECKPOINT.value,
+    result = evaluate_run(trained, data_dir, options, ir_path=ir_run,
                           progress=lambda song: logging.info("evaluating %s", song))
-    folder = reporting.write_files(out_root, result, run_path=run_path, data_dir=data_dir, options=options)
+    folder = reporting.write_files(out_root, result, run_path=trained.path, data_dir=data_dir, options=options)
     print(reporting.format_summary(result, headline_only=True), flush=True)
     print(f"{PROG}: step {result.step}: metrics.json, charts, piano rolls and stems in {folder}", flush=True)
     if not _NO_TENSORBOARD.value:
@@ -87,45 +92,61 @@ def evaluate_once(run_path: str, *, config, options, out_root: str, workdir: str
         print(f"{PROG}: TensorBoard: tensorboard --logdir {logdir}", flush=True)
 
 
+def dataset_dir(trained, config) -> str:
+    """``--data_dir``, else the ``--config`` stage config's dataset (which must be of the run's
+    stage), else the one in the run's ``config.json``."""
+    if config is not None and trained.config.get("stage") != config.stage:
+        raise ValueError(f"--config is a {config.stage!r} config but --workdir {_WORKDIR.value!r} is a "
+                         f"{trained.config.get('stage')!r} run")
+    return _DATA_DIR.value or (trained.config if config is None else config).data.data_dir
+
+
+def _ir_run():
+    """The ``--ir_checkpoint`` run, checked to be an instrument-recognition run (or None)."""
+    from jointist_jax import runs
+
+    if _IR_CHECKPOINT.value is None:
+        return None
+    ir_run = runs.open(_IR_CHECKPOINT.value, role="--ir_checkpoint")
+    runs.check_recognizer(ir_run)
+    return ir_run
+
+
 def run(config) -> int:
-    """Evaluates the checkpoint(s) the flags name with the stage ``config``; returns the exit status."""
-    from jointist_jax import run_dir
+    """Evaluates the checkpoint(s) the flags name; ``config``: the ``--config`` stage config, or
+    None (the workdir's ``config.json``). Returns the exit status."""
+    from jointist_jax import runs
     from jointist_jax.evaluation import watch
-    from jointist_jax.inference import loading
 
     workdir = _WORKDIR.value
     run = run_dir.RunDir.at(workdir)
-    run_config = loading.read_run_config(workdir, role="--workdir")
-    if run_config.get("stage") != config.stage:
-        raise ValueError(f"--config is a {config.stage!r} config but --workdir {workdir!r} is a "
-                         f"{run_config.get('stage')!r} run")
     options = _options()
     out_root = run.eval_root(_OUT.value)
-    if _IR_CHECKPOINT.value is not None:
-        loading.check_recognizer_run(_IR_CHECKPOINT.value)
-
-    def checkpoint_path(step: int) -> str:
-        return str(run.step_dir(step))
-
-    if _WATCH.value:
-        if _CHECKPOINT.value not in (None, "best"):
-            raise ValueError(f"--watch evaluates every checkpoint, or with --checkpoint best each new best "
-                             f"one; it does not take --checkpoint {_CHECKPOINT.value}")
-        steps = watch.follow(
-            workdir, out_root, options.split,
-            lambda step: evaluate_once(checkpoint_path(step), config=config, options=options, out_root=out_root,
-                                       workdir=workdir),
-            final_step=run_config.get("total_steps"), poll_seconds=_POLL_SECONDS.value,
-            idle_timeout=_WATCH_TIMEOUT.value, which="best" if _CHECKPOINT.value == "best" else "all")
-        print(f"{PROG}: watched {workdir}: evaluated steps {steps}", flush=True)
+    if not _WATCH.value:
+        path = workdir
+        if _CHECKPOINT.value is not None:
+            try:
+                path = str(run.step_dir(run.resolve_step(_CHECKPOINT.value)))
+            except (run_dir.RunNotFoundError, ValueError) as error:
+                raise ValueError(f"--checkpoint {_CHECKPOINT.value}: {error}") from error
+        trained = runs.open(path, role="--workdir")
+        data_dir = dataset_dir(trained, config)
+        evaluate_once(trained, ir_run=_ir_run(), data_dir=data_dir, options=options, out_root=out_root,
+                      workdir=workdir)
         return 0
-    path = workdir
-    if _CHECKPOINT.value is not None:
-        try:
-            path = checkpoint_path(run.resolve_step(_CHECKPOINT.value))
-        except (run_dir.RunNotFoundError, ValueError) as error:
-            raise ValueError(f"--checkpoint {_CHECKPOINT.value}: {error}") from error
-    evaluate_once(path, config=config, options=options, out_root=out_root, workdir=workdir)
+    if _CHECKPOINT.value not in (None, "best"):
+        raise ValueError(f"--watch evaluates every checkpoint, or with --checkpoint best each new best "
+                         f"one; it does not take --checkpoint {_CHECKPOINT.value}")
+    latest = runs.open(workdir, role="--workdir")
+    data_dir = dataset_dir(latest, config)
+    ir_run = _ir_run()
+    steps = watch.follow(
+        workdir, out_root, options.split,
+        lambda step: evaluate_once(runs.open(run.step_dir(step), role="--workdir"), ir_run=ir_run,
+                                   data_dir=data_dir, options=options, out_root=out_root, workdir=workdir),
+        final_step=latest.config.get("total_steps"), poll_seconds=_POLL_SECONDS.value,
+        idle_timeout=_WATCH_TIMEOUT.value, which="best" if _CHECKPOINT.value == "best" else "all")
+    print(f"{PROG}: watched {workdir}: evaluated steps {steps}", flush=True)
     return 0
 
 
@@ -138,22 +159,22 @@ def _main(argv):
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # TensorFlow only reads data and writes summaries
-    from jointist_jax.inference import loading
 
     try:
         sys.exit(run(_CONFIG.value))
-    except (ValueError, FileNotFoundError, loading.CheckpointError) as error:
+    except (ValueError, FileNotFoundError) as error:  # runs.CheckpointError is a ValueError
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parses ``argv`` (default ``sys.argv``; ``--config=NAME`` resolved to
-    ``configs/NAME.py``) and exits with the status."""
+    ``configs/NAME.py``), applies the CPU XLA flags and exits with the status."""
     global PROG
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
-    run_stage_cli(_main, argv, prog=PROG)
+    xla_flags.apply_cpu_flags()  # before jax loads
+    run_stage_cli(_main, argv, prog=PROG, required=REQUIRED_FLAGS)
 
 
 if __name__ == "__main__":

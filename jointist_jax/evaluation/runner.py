@@ -32,17 +32,15 @@ from typing import Callable
 
 import numpy as np
 
-from jointist_jax import instruments, rolls, run_dir
+from jointist_jax import instruments, rolls, runs
 from jointist_jax.data import tracks as tracks_lib
 from jointist_jax.metrics import (aggregate_separation, aggregate_transcription, recognition_scores,
                                      song_separation_scores, song_transcription_scores)
 from jointist_jax.metrics import recognition_metrics, separation_metrics
 from jointist_jax.evaluation import references
-from jointist_jax.inference import loading
 from jointist_jax.inference import songs as songs_lib
 from jointist_jax.inference.predictor import Predictor
 from jointist_jax.music import SAMPLE_RATE
-from jointist_jax.train import stages
 
 logger = logging.getLogger(__name__)
 
@@ -153,32 +151,40 @@ def _crop_separation_scores(predictor: Predictor, track: tracks_lib.Track,
     return separation_metrics.song_separation_scores(sources, song=track.track_id)
 
 
-def load_models(run_path: str | os.PathLike, ir_path: str | os.PathLike | None):
-    """``(model or None, recognizer or None, run config, step)`` of a run (and an optional ir run)."""
-    config = loading.read_run_config(run_path, role="--workdir")
-    model, config = loading.load_run(run_path, role="--workdir", config=config)
-    _, step = run_dir.locate(run_path)
+def _opened(run: "str | os.PathLike | runs.TrainedRun", role: str) -> runs.TrainedRun:
+    return run if isinstance(run, runs.TrainedRun) else runs.open(run, role=role)
+
+
+def load_models(run: "str | os.PathLike | runs.TrainedRun", ir_run: "str | os.PathLike | runs.TrainedRun | None"):
+    """``(model or None, recognizer or None, the opened run)`` of a run (and an optional ir run);
+    either may be a path or an opened :class:`~jointist_jax.runs.TrainedRun`."""
+    trained = _opened(run, "--workdir")
+    model = runs.load_model(trained)
     recognizer = None
-    if stages.get(config.stage).recognizes:
-        if ir_path is not None:
+    if trained.stage is not None and trained.stage.recognizes:
+        if ir_run is not None:
             raise ValueError("--ir_checkpoint is for transcription, separation and joint runs; this run "
                              "is itself an ir run")
         recognizer, model = model, None
-    elif ir_path is not None:
-        recognizer = loading.load_recognizer_run(ir_path)
-    return model, recognizer, config, step
+    elif ir_run is not None:
+        ir_run = _opened(ir_run, "--ir_checkpoint")
+        runs.check_recognizer(ir_run)
+        recognizer = runs.load_model(ir_run)
+    return model, recognizer, trained
 
 
-def evaluate_run(run_path: str | os.PathLike, data_dir: str | os.PathLike, options: EvalOptions = EvalOptions(),
-                 *, ir_path: str | os.PathLike | None = None,
+def evaluate_run(run_path: "str | os.PathLike | runs.TrainedRun", data_dir: str | os.PathLike,
+                 options: EvalOptions = EvalOptions(), *, ir_path: "str | os.PathLike | runs.TrainedRun | None" = None,
                  progress: Callable[[str], None] | None = None) -> EvalResult:
-    """Evaluates the checkpoint at ``run_path`` (workdir = latest step, or ``checkpoints/<step>``)
-    on ``options.split`` of the TFDS dataset in ``data_dir``.
+    """Evaluates the checkpoint at ``run_path`` (workdir = latest step, or ``checkpoints/<step>``;
+    or a run :func:`jointist_jax.runs.open` opened) on ``options.split`` of the TFDS dataset in
+    ``data_dir``.
 
-    Raises ``loading.CheckpointError`` for unusable runs and ``ValueError`` for a split without
+    Raises ``runs.CheckpointError`` for unusable runs and ``ValueError`` for a split without
     songs or audio at another sample rate.
     """
-    model, recognizer, config, step = load_models(run_path, ir_path)
+    model, recognizer, trained = load_models(run_path, ir_path)
+    config, step = trained.config, trained.step
     predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
                           max_rows=options.max_rows)
     transcribe, separate = predictor.can_transcribe, predictor.can_separate

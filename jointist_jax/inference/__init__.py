@@ -4,6 +4,6 @@ Modules: ``windows`` (10-s windows, centre stitching), ``postprocess`` (edits of
 decoding itself is ``jointist_jax.rolls``),
 ``predictor`` (batched model calls over a song), ``songs`` (one song: instrument choice, predict and
 decode; shared by ``cli`` and the evaluation), ``audio_io``, ``midi_io``, ``pianoroll_png``,
-``outputs`` (one folder per song), ``loading`` (checkpoints with clear errors), ``cli``
-(``jointist-transcribe``). Import the submodules directly; this package imports nothing heavy.
+``outputs`` (one folder per song), ``cli`` (``jointist-transcribe``; trained runs are opened by
+:mod:`jointist_jax.runs`). Import the submodules directly; this package imports nothing heavy.
 """

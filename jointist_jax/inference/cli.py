@@ -18,8 +18,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from jointist_jax import instruments, storage, xla_flags
 from jointist_jax.cli_support import OneLineHelpFormatter
-from jointist_jax import instruments, storage
 
 PROG = "jointist-transcribe"
 
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `--help` and flag errors are instant.
     from tqdm import tqdm
 
-    from jointist_jax.inference import audio_io, loading, outputs, postprocess, songs
+    from jointist_jax import runs
+    from jointist_jax.inference import audio_io, outputs, postprocess, songs
 
     options = song_options(args)
     if args.min_midi_duration < 0:
@@ -120,11 +121,14 @@ def run(args: argparse.Namespace) -> int:
     files = audio_io.find_audio_files(args.audio)
     names = audio_io.song_names(files, args.audio)
     # Check both runs' stages before reading any weights (reading a run takes a while).
-    loading.check_transcriber_run(args.checkpoint, separate=args.separate)
+    transcriber_run = runs.open(args.checkpoint, role="--checkpoint")
+    runs.check_transcriber(transcriber_run, separate=args.separate)
+    recognizer_run = None
     if class_ids is None:
-        loading.check_recognizer_run(args.ir_checkpoint)
-    model, _ = loading.load_transcriber_run(args.checkpoint, separate=args.separate)
-    recognizer = loading.load_recognizer_run(args.ir_checkpoint) if class_ids is None else None
+        recognizer_run = runs.open(args.ir_checkpoint, role="--ir_checkpoint")
+        runs.check_recognizer(recognizer_run)
+    model = runs.load_model(transcriber_run)
+    recognizer = runs.load_model(recognizer_run) if recognizer_run is not None else None
     predictor = songs.make_predictor(model, recognizer, options)
     bass_classes = {instruments.class_of_program(p) for p in instruments.BASS_PROGRAMS}
     out_dir = storage.make_dirs(args.out, role="--out")
@@ -176,11 +180,13 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    from jointist_jax.inference import audio_io, loading, memory
+    xla_flags.apply_cpu_flags()  # before jax loads
+    from jointist_jax import runs
+    from jointist_jax.inference import audio_io, memory
 
     try:
         return run(args)
-    except (UsageError, audio_io.AudioError, loading.CheckpointError, storage.StorageError,
+    except (UsageError, audio_io.AudioError, runs.CheckpointError, storage.StorageError,
             memory.MemoryBudgetError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from jointist_jax import xla_flags
 from jointist_jax.cli_support import program_name, run_stage_cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config: NAME[:ARGS] or PATH[:ARGS].",
@@ -31,6 +32,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (wi
 
 # The name error messages start with: the command as it was started (train.py, jointist-train).
 PROG = "jointist-train"
+REQUIRED_FLAGS = ("config", "workdir")
 
 
 def _main(argv):
@@ -61,11 +63,12 @@ def _main(argv):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parses ``argv`` (default ``sys.argv``; ``--config=NAME`` resolved to
-    ``configs/NAME.py``) and trains."""
+    ``configs/NAME.py``), applies the CPU XLA flags and trains."""
     global PROG
     argv = list(sys.argv if argv is None else argv)
     PROG = program_name(argv, PROG)
-    run_stage_cli(_main, argv, prog=PROG)
+    xla_flags.apply_cpu_flags()  # before jax loads
+    run_stage_cli(_main, argv, prog=PROG, required=REQUIRED_FLAGS)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import ml_collections
 
 from jointist_jax.data import pipeline
 from jointist_jax.data.spec import input_spec
-from jointist_jax.train import stages
+from jointist_jax import stages
 
 
 def steps_for_epochs(epochs: int, batch: int, examples_per_epoch: int) -> int:

@@ -2,7 +2,7 @@
 
 The model lives in the step as an NNX graph definition (static, captured by the closure) plus
 the state arrays carried in :class:`TrainState`; the step merges them, runs the stage's forward
-pass and losses (its :class:`~jointist_jax.train.stages.Stage`'s ``losses``), and splits the
+pass and losses (its :class:`~jointist_jax.stages.Stage`'s ``losses``), and splits the
 updated BatchNorm statistics back out. Per-step randomness (dropout) is
 ``fold_in(base_key, step)``, so a resumed run draws the same numbers without storing keys.
 Losses are float32 whatever the compute dtype.
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jointist_jax.train import stages
+from jointist_jax import runs, stages
 
 Batch = stages.Batch
 Metrics = stages.Metrics
@@ -40,7 +40,7 @@ class TrainState:
         """The state of ``model`` at ``step``: its parameters, BatchNorm statistics and other state
         (``rest``), and ``tx``'s fresh optimiser state (None without ``tx``). Works under
         ``jax.eval_shape`` and ``jax.jit``."""
-        _, params, batch_stats, rest = split_model(model)
+        _, params, batch_stats, rest = stages.split_model(model)
         return cls(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
                    opt_state=None if tx is None else tx.init(params), rest=rest)
 
@@ -50,14 +50,10 @@ class TrainState:
         return cls(rest=rest, **items)
 
     def checkpoint_items(self) -> dict:
-        """What a checkpoint stores; ``rest`` is re-created from the seed on restore."""
-        return dict(step=self.step, params=self.params, batch_stats=self.batch_stats,
-                    opt_state=self.opt_state)
-
-
-def split_model(model: nnx.Module):
-    """(graphdef, params, batch_stats, rest) of a module."""
-    return nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        """What a checkpoint stores (:func:`jointist_jax.runs.checkpoint_items`); ``rest`` is
+        re-created from the seed on restore."""
+        return runs.checkpoint_items(self.step, dict(params=self.params, batch_stats=self.batch_stats),
+                                     self.opt_state)
 
 
 def _weighted_clip_masks(batch: Batch) -> Batch:
@@ -76,7 +72,7 @@ def _weighted_clip_masks(batch: Batch) -> Batch:
 def stage_losses(model: nnx.Module, batch: Batch, stage: str | stages.Stage,
                  rngs: nnx.Rngs | None) -> tuple[jax.Array, Metrics]:
     """(total loss, per-module losses) of ``stage`` (a registered name or a
-    :class:`~jointist_jax.train.stages.Stage`) on one batch of the input pipeline; an eval batch's
+    :class:`~jointist_jax.stages.Stage`) on one batch of the input pipeline; an eval batch's
     padding clips are masked out first."""
     return stages.resolve(stage).losses(model, _weighted_clip_masks(batch), rngs)
 

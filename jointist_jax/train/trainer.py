@@ -3,7 +3,7 @@
 Where a run starts, in this order:
   1. the latest checkpoint in ``workdir`` (automatic resume, into the current mesh's shardings);
   2. ``config.init_from`` (a workdir or checkpoint): parameters and BatchNorm statistics of the
-     same stage, or of a submodule from a stage the registry's ``Stage.init_from`` names (a
+     same stage, or of a submodule from a stage the registry's ``Stage.init_sources`` names (a
      ``transcription`` run's transcriber for the ``joint`` stage);
   3. a fresh initialisation from ``config.seed``.
 
@@ -27,15 +27,16 @@ import threading
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from jointist_jax import run_dir, storage
+from jointist_jax import run_dir, runs, stages, storage
 from jointist_jax.data import pipeline
 from jointist_jax.data.spec import InputSpec, input_spec
-from jointist_jax.train import checkpoints, distributed, epochs, model_factory, stages, summaries
-from jointist_jax.train.optimizer import make_optimizer
-from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step, split_model
+from jointist_jax.optimizer import make_optimizer
+from jointist_jax.train import distributed, epochs, summaries
+from jointist_jax.train.steps import TrainState, make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def check_finite(step: int, metrics: dict[str, float], mngr) -> None:
 class Run:
     """The pieces of one run: model definition, step functions, shardings, state.
 
-    ``stage`` (a :class:`~jointist_jax.train.stages.Stage`, default: the registered ``config.stage``)
+    ``stage`` (a :class:`~jointist_jax.stages.Stage`, default: the registered ``config.stage``)
     says what is built and trained; the train-step benchmark passes an unregistered one.
     """
 
@@ -107,16 +108,16 @@ class Run:
         self.tx, self.schedule = make_optimizer(config.optimizer)
 
         def init_state() -> TrainState:
-            model = model_factory.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed),
+            model = stages.build_model(config, nnx.Rngs(params=config.seed, dropout=config.seed),
                                               stage=self.stage)
             model.train()
             return TrainState.create(model, self.tx)
 
-        abstract_model = nnx.eval_shape(lambda: model_factory.build_model(config, nnx.Rngs(0), stage=self.stage))
+        abstract_model = nnx.eval_shape(lambda: stages.build_model(config, nnx.Rngs(0), stage=self.stage))
         abstract_model.train()
-        self.train_graphdef = split_model(abstract_model)[0]
+        self.train_graphdef = stages.split_model(abstract_model)[0]
         abstract_model.eval()
-        self.eval_graphdef = split_model(abstract_model)[0]
+        self.eval_graphdef = stages.split_model(abstract_model)[0]
 
         self.abstract_state = jax.eval_shape(init_state)
         self.state_sharding = distributed.tree_shardings(
@@ -133,26 +134,29 @@ class Run:
     def checkpoint_target(self) -> dict:
         items = self.abstract_state.checkpoint_items()
         shardings = self.state_sharding.checkpoint_items()
-        return checkpoints.with_shardings(items, shardings)
+        return runs.with_shardings(items, shardings)
+
+    def restore_items(self, mngr: ocp.CheckpointManager, step: int) -> dict:
+        """Every item of checkpoint ``step`` (optimiser state too), in this run's shardings."""
+        return mngr.restore(step, args=ocp.args.StandardRestore(self.checkpoint_target()))
 
     def state_from_items(self, items: dict, rest) -> TrainState:
         return TrainState.from_checkpoint_items(items, rest)
 
 
 def _init_source(config: ml_collections.ConfigDict, stage: stages.Stage,
-                 init_from: str) -> tuple[ml_collections.ConfigDict, str | None]:
-    """``(config that rebuilds the init_from run's checkpoint, submodule it fills or None)``; a
-    ``ValueError`` if that run's stage cannot start a ``stage`` run."""
-    sources = [name for name, _ in stage.init_from]
-    source_run, _ = run_dir.locate(init_from)
-    try:
-        source_config = source_run.read_config()
-    except run_dir.RunNotFoundError:
-        source_config = ml_collections.ConfigDict(config.to_dict())
-        if sources:
-            source_config.stage = sources[0]
+                 init_from: str) -> tuple[runs.TrainedRun, str | None]:
+    """``(the init_from run, opened with the config that rebuilds its checkpoint; the submodule it
+    fills or None)``; a ``ValueError`` if that run's stage cannot start a ``stage`` run."""
+    sources = [name for name, _ in stage.init_sources]
+    # A checkpoint without its config.json: assume it is of the first stage that can start this one.
+    assumed = ml_collections.ConfigDict(config.to_dict())
+    if sources:
+        assumed.stage = sources[0]
+    source = runs.open(init_from, role=None, default_config=assumed)
+    source_config = source.config
     source_config.shard_params = False
-    subtree = stage.init_from_subtree(source_config.stage)
+    subtree = stage.init_source_submodule(source_config.stage)
     if subtree is not None:
         # The submodule must have the source's widths (its config.model section has its name).
         source_config.model[subtree] = config.model[subtree]
@@ -164,15 +168,15 @@ def _init_source(config: ml_collections.ConfigDict, stage: stages.Stage,
         raise ValueError(f"config.init_from={init_from!r} is a {source_config.stage!r} run; a "
                          f"{config.stage!r} run can start from the same stage"
                          + "".join(f" or a {name!r} run" for name in sources))
-    return source_config, subtree
+    return source.with_config(source_config), subtree
 
 
 def _initialise_from(run: Run, state: TrainState, init_from: str) -> TrainState:
     """Copies parameters and statistics from another run's checkpoint (see the module docstring)."""
-    source_config, subtree = _init_source(run.config, run.stage, init_from)
-    source = Run(source_config, run.mesh)
-    items, step = checkpoints.restore_from_path(init_from, source.checkpoint_target())
-    log.info("initialised from %s (step %d, stage %s)", init_from, step, source_config.stage)
+    source, subtree = _init_source(run.config, run.stage, init_from)
+    replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+    items = runs.restore_arrays(source, runs.with_shardings(runs.abstract_arrays(source.config), replicated))
+    log.info("initialised from %s (step %d, stage %s)", init_from, source.step, source.config.stage)
     params, batch_stats = state.params, state.batch_stats
     if subtree is None:
         params, batch_stats = items["params"], items["batch_stats"]
@@ -241,13 +245,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     run = Run(config, mesh)
     if jax.process_index() == 0:
         workdir_run.write_config(config)
-    mngr = checkpoints.manager(workdir_run, keep=config.keep_checkpoints)
+    mngr = runs.manager(workdir_run, keep=config.keep_checkpoints)
     writer = summaries.SummaryWriter(workdir_run.tensorboard())
 
     state = run.init_state()
     latest = mngr.latest_step()
     if latest is not None:
-        items = checkpoints.restore(mngr, latest, run.checkpoint_target())
+        items = run.restore_items(mngr, latest)
         state = run.state_from_items(items, state.rest)
         log.info("resumed from %s step %d", mngr.directory, latest)
     elif config.init_from:
@@ -288,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 _report_validation(step, losses, writer)
                 validation_loss = losses["loss"]
             if save_now:
-                checkpoints.save(mngr, step, state.checkpoint_items(), force=True,
+                runs.save(mngr, step, state.checkpoint_items(), force=True,
                                  validation_loss=validation_loss)
             if stopping:
                 log.warning("stopped by SIGTERM at step %d after saving", step)

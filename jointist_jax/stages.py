@@ -1,12 +1,14 @@
-"""The registry of training stages: everything that differs between ``ir``, ``transcription``,
-``separation`` and ``joint`` lives in one :class:`Stage` each, registered here.
+"""The registry of training stages and the building of their models: everything that differs
+between ``ir``, ``transcription``, ``separation`` and ``joint`` lives in one :class:`Stage` each,
+registered here, and every module is built from ``config.model`` here.
 
 A stage says which module it trains (``build``), what it minimises (``losses``), which targets the
 input pipeline must produce (``targets``, ``stems``), what a trained run of it can do at inference
-(``transcribes``, ``separates``, ``recognizes``), which other stages' runs can initialise it
-(``init_from``) and which released reference checkpoint fills its model (``release``). The
-trainer, the steps, checkpoint loading, the converter and the benchmarks read these fields; none
-of them branches on a stage's name. ``docs/adding_a_stage.md`` says how to add one.
+(``transcribes``, ``separates``, ``recognizes``), the runs of which other stages can initialise
+one of its submodules (``init_sources``; ``config.init_from`` names such a run) and which released
+reference checkpoint fills its model (``release``). The trainer, the steps, opening a trained run
+(:mod:`jointist_jax.runs`), the converter and the benchmarks read these fields; none of them
+branches on a stage's name. ``docs/adding_a_stage.md`` says how to add one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from flax import nnx
 from jointist_jax import audio
 from jointist_jax.models import losses as model_losses
 from jointist_jax.models.jointist import Jointist
-from jointist_jax.train import model_factory
+from jointist_jax.models.recognizer import Recognizer
+from jointist_jax.models.separator import Separator
+from jointist_jax.models.transcriber import Transcriber
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -59,12 +63,13 @@ class Stage:
     transcribes: bool = False  # a run of it can be --checkpoint of the transcription CLI
     separates: bool = False  # ... and can separate (--separate)
     recognizes: bool = False  # a run of it can be --ir_checkpoint
-    init_from: tuple[tuple[str, str], ...] = ()  # (source stage, submodule it fills) for init_from
+    # (source stage, submodule it fills): runs of those stages ``config.init_from`` may name
+    init_sources: tuple[tuple[str, str], ...] = ()
     release: Release | None = None
 
-    def init_from_subtree(self, source_stage: str) -> str | None:
+    def init_source_submodule(self, source_stage: str) -> str | None:
         """The submodule a run of ``source_stage`` initialises, or None if it cannot."""
-        return dict(self.init_from).get(source_stage)
+        return dict(self.init_sources).get(source_stage)
 
 
 _REGISTRY: dict[str, Stage] = {}
@@ -110,21 +115,90 @@ def all_stages() -> tuple[Stage, ...]:
     return tuple(_REGISTRY.values())
 
 
+# ----------------------------------------------------------------------------- building modules
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+    """The jnp dtype for ``config.model.dtype``."""
+    if name not in DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def section_kwargs(section: ml_collections.ConfigDict) -> dict:
+    """Constructor arguments from a ``config.model`` section (lists become tuples)."""
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.to_dict().items()}
+
+
+def recognizer(section: ml_collections.ConfigDict, **kwargs) -> Recognizer:
+    """A Recognizer from a ``config.model.recognizer`` section (``defaults.recognizer_config``);
+    ``kwargs``: ``rngs`` and optionally ``dtype``, ``remat``."""
+    return Recognizer(**section_kwargs(section), **kwargs)
+
+
+def transcriber(section: ml_collections.ConfigDict, **kwargs) -> Transcriber:
+    """A Transcriber from a ``config.model.transcriber`` section (``defaults.transcriber_config``)."""
+    return Transcriber(**section_kwargs(section), **kwargs)
+
+
+def separator(section: ml_collections.ConfigDict, **kwargs) -> Separator:
+    """A Separator from a ``config.model.separator`` section (``defaults.separator_config``)."""
+    return Separator(**section_kwargs(section), **kwargs)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, stage=None) -> nnx.Module:
+    """The module ``config.stage`` trains (its :class:`Stage`'s ``build``); ``stage`` (a name or
+    Stage) overrides ``config.stage``."""
+    return resolve(config.stage if stage is None else stage).build(config, rngs)
+
+
+def split_model(model: nnx.Module):
+    """(graphdef, params, batch_stats, rest) of a module: what is trained, the BatchNorm
+    statistics, and the rest (RNG streams)."""
+    return nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+
+
+def empty_module(build: Callable[[], nnx.Module]) -> nnx.Module:
+    """The module ``build()`` makes, with zero parameters, built without running its initialisers.
+
+    For modules whose every parameter and statistic is about to be overwritten (a restored
+    checkpoint, converted weights): random initialisation takes tens of seconds for the full
+    joint model on CPU and would be wasted.
+    """
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    leaves, treedef = jax.tree.flatten(state)
+
+    def materialise(index, leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            # Dropout streams: a distinct key each, like a freshly built model has.
+            key = jax.random.fold_in(jax.random.key(0), index)
+            return jax.random.split(key, leaf.shape) if leaf.shape else key
+        return jnp.zeros(leaf.shape, leaf.dtype)
+
+    return nnx.merge(graphdef, jax.tree.unflatten(treedef, [materialise(i, x) for i, x in enumerate(leaves)]))
+
+
+def empty_model(config: ml_collections.ConfigDict) -> nnx.Module:
+    """The config's model (:func:`build_model`) with zero parameters; see :func:`empty_module`."""
+    return empty_module(lambda: build_model(config, nnx.Rngs(0)))
+
+
 # ----------------------------------------------------------------------------- the four stages
 def _common(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> dict:
-    return dict(dtype=model_factory.compute_dtype(config.model.dtype), remat=config.model.remat, rngs=rngs)
+    return dict(dtype=compute_dtype(config.model.dtype), remat=config.model.remat, rngs=rngs)
 
 
 def _build_recognizer(config, rngs):
-    return model_factory.recognizer(config.model.recognizer, **_common(config, rngs))
+    return recognizer(config.model.recognizer, **_common(config, rngs))
 
 
 def _build_transcriber(config, rngs):
-    return model_factory.transcriber(config.model.transcriber, **_common(config, rngs))
+    return transcriber(config.model.transcriber, **_common(config, rngs))
 
 
 def _build_separator(config, rngs):
-    return model_factory.separator(config.model.separator, **_common(config, rngs))
+    return separator(config.model.separator, **_common(config, rngs))
 
 
 def _build_joint(config, rngs):
@@ -190,7 +264,7 @@ SEPARATION = register(Stage(
     name="separation", build=_build_separator, losses=separation_losses, stems=True))
 JOINT = register(Stage(
     name="joint", build=_build_joint, losses=joint_losses, targets=True, stems=True, transcribes=True,
-    separates=True, init_from=(("transcription", "transcriber"),),
+    separates=True, init_sources=(("transcription", "transcriber"),),
     release=Release(config="joint_scratch", sized=True,
                     parts=(("transcription_model.network.", "transcriber", "transcriber"),
                            ("separation_model.network.", "separator", "separator")))))
