@@ -7,7 +7,7 @@ Each line is ``ok`` or ``NOT IN README`` and the figure's text; the exit status 
 does not hold a figure as the code computes it today. Cheap figures (parameter counts, the demo's
 recipe, the record index's size) are also checked by ``tests/test_readme_numbers.py``; the ones on
 the demo's data (storage per audio hour, ``python -m benchmarks.diagnose_learning``'s losses and gradient
-norms at fixed seeds, about a minute of CPU) are checked here, run by ``make benchmarks``. Speeds are
+norms at fixed seeds, about four minutes of CPU on an idle 2-core machine) are checked here, run by ``make benchmarks``. Speeds are
 not figures of this kind: they depend on the machine.
 """
 
@@ -104,24 +104,54 @@ def storage_per_hour(slakh_dir: Path) -> list[str]:
             f"({sum(stems) / len(stems):.1f} class stems + mix, one window each)"]
 
 
+def _diagnose(*extra: str) -> tuple[dict[int, dict], dict[int, dict[str, dict]]]:
+    """Runs ``DIAGNOSE`` with ``extra`` arguments; returns, per printed step, the training step's
+    loss and gradient norms, and per mode (train, bn-only, eval) its losses and frame-posterior
+    quantiles on active (``on``) and silent (``off``) cells."""
+    out = subprocess.run([sys.executable, *DIAGNOSE, *extra], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    steps = {}
+    for m in re.finditer(r"step (\d+) lr \S+ loss (\S+) \(onset (\S+) frame (\S+)\); grad norms: (.*)", out):
+        norms = dict(item.split(" ") for item in m.group(5).split(", "))
+        steps[int(m.group(1))] = dict(loss=float(m.group(2)), onset=float(m.group(3)), frame=float(m.group(4)),
+                                      **{name: float(v) for name, v in norms.items()})
+    modes = {}
+    for block in re.finditer(r"== step (\d+) .*?base-rate loss onset (\S+) frame (\S+)\n((?:  .*\n?)+)", out):
+        found = {"base": dict(onset=float(block.group(2)), frame=float(block.group(3)))}
+        for m in re.finditer(r"  (\S+)\s+loss onset (\S+) frame (\S+) \| frame q\(.*?\) on \[(.*?)\] off \[(.*?)\]",
+                             block.group(4)):
+            found[m.group(1)] = dict(onset=float(m.group(2)), frame=float(m.group(3)),
+                                     on=[float(x) for x in m.group(4).split()], off=[float(x) for x in m.group(5).split()])
+        modes[int(block.group(1))] = found
+    return steps, modes
+
+
 def diagnose_learning() -> list[str]:
-    """``python -m benchmarks.diagnose_learning --fixed_batch`` on the demo data: losses, gradient norms,
-    posterior quantiles at fixed seeds."""
-    out = subprocess.run([sys.executable, *DIAGNOSE], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    steps = {int(m.group(1)): m for m in re.finditer(
-        r"step (\d+) lr \S+ loss (\S+) \(onset (\S+) frame (\S+)\); grad norms: .*frame_model\.acoustic (\S+),", out)}
-    modes = {int(m.group(1)): m.group(2) for m in re.finditer(r"== step (\d+) .*?\n((?:  .*\n?)+)", out)}
-
-    def mode(step: int, name: str) -> re.Match:
-        return re.search(rf"  {name}\s+loss onset (\S+) frame (\S+) \| frame q\(.*?\) on \[(\S+) (\S+) ", modes[step])
-
+    """``python -m benchmarks.diagnose_learning --fixed_batch`` on the demo data at fixed seeds: the
+    reference's initialisation and BatchNorm momentum, today's recipe, and today's recipe with the
+    reference's momentum."""
+    reference_init = ["--set", "model.transcriber.output_prior=0", "--set", "model.transcriber.bn_momentum=0.99"]
+    steps, modes = _diagnose(*reference_init, "--steps", "300", "--every", "100")
+    s0, s100 = steps[0], steps[100]
+    end, base = modes[300]["bn-only"], modes[300]["base"]
+    figures = [f"`frame_model.acoustic` {s0['frame_model.acoustic']:.1e} at step 0, {s100['frame_model.acoustic']:.1e} "
+               f"at step 100; `reg_onset_model.acoustic` {s0['reg_onset_model.acoustic']:.1e} → "
+               f"{s100['reg_onset_model.acoustic']:.1e}",
+               f"after 300 steps the loss (onset {end['onset']:.4f}, frame {end['frame']:.4f}) sits near that of the "
+               f"per-key base rate (onset {base['onset']:.4f}, frame {base['frame']:.4f})",
+               f"frame posteriors at most {end['on'][-1]:.2f} on active cells and {end['off'][-1]:.2f} on silent ones"]
+    steps, modes = _diagnose("--steps", "100", "--every", "50")
     s0, s50 = steps[0], steps[50]
-    train100, bn100, eval100 = mode(100, "train"), mode(100, "bn-only"), mode(100, "eval")
-    return [f"loss at step 0 {float(s0.group(2)):.4f}, acoustic gradient norms *grow* ({float(s0.group(5)):.1e} at "
-            f"step 0, {float(s50.group(5)):.1e} at step 50), loss below the base rate by step 100 (onset "
-            f"{float(train100.group(1)):.4f}, frame {float(train100.group(2)):.4f}) and active-cell frame posteriors "
-            f"at median {float(train100.group(3)):.2f}, 90th percentile {float(train100.group(4)):.2f}",
-            f"eval frame loss {float(eval100.group(2)):.4f} against {float(bn100.group(2)):.4f} with batch statistics"]
+    train100, bn100, eval100 = modes[100]["train"], modes[100]["bn-only"], modes[100]["eval"]
+    figures += [f"loss at step 0 {s0['loss']:.4f}, acoustic gradient norms *grow* ({s0['frame_model.acoustic']:.1e} at "
+                f"step 0, {s50['frame_model.acoustic']:.1e} at step 50), loss below the base rate by step 100 (onset "
+                f"{train100['onset']:.4f}, frame {train100['frame']:.4f}) and active-cell frame posteriors "
+                f"at median {train100['on'][0]:.2f}, 90th percentile {train100['on'][1]:.2f}",
+                f"eval frame loss {eval100['frame']:.4f} against {bn100['frame']:.4f} with batch statistics"]
+    _, modes = _diagnose("--steps", "100", "--every", "100", "--set", "model.transcriber.bn_momentum=0.99")
+    figures.append(f"with the reference's momentum (`bn_momentum` 0.99) the same run's eval frame loss at step 100 is "
+                   f"{modes[100]['eval']['frame']:.4f} against {modes[100]['bn-only']['frame']:.4f}")
+    return figures
 
 
 CHEAP = (parameter_counts, demo_recipe, record_index)
