@@ -22,7 +22,7 @@ LAYERS = (
     ("core", {"", "music", "instruments", "rolls", "storage", "gcs_emulator", "xla_flags", "run_dir", "runs",
               "stages", "optimizer", "models", "audio"}),
     ("data", {"data", "metrics"}),
-    ("uses", {"train", "inference", "evaluation", "convert"}),
+    ("uses", {"train", "inference", "evaluation", "convert", "cli_support"}),
     ("programs", {"app", "cli"}),
 )
 
@@ -43,7 +43,14 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     counts as importing the module, not the package's ``__init__``)."""
     found = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    # Imports under `if TYPE_CHECKING:` exist for type checkers only, never at run time.
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                 and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                 for statement in block.body for n in ast.walk(statement)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
