@@ -1,1 +1,2 @@
-"""Training-time input pipeline: targets, instrument sampler, tf.data, global jax.Arrays."""
+"""Training-time input pipeline: record scanner, index and reader, the input spec, crop sampling,
+recognizer labels, instrument sampler, examples, tf.data, global jax.Arrays."""
