@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gcs_emulator:
         import os
 
-        from jointist_jax import gcs_emulator, storage
+        from jointist_jax import storage
+        from scripts import gcs_emulator
         from jointist_jax.data import records
 
         version_dir = records.dataset_dir(data_dir)
