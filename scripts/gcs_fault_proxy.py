@@ -92,7 +92,8 @@ class Request:
     fault: str | None = None
     start: float = 0.0
     end: float = 0.0
-    # The object read (from the path) or whose upload this request completed (from the answer).
+    # ``bucket/name`` of the object read (from the path) or whose upload this request completed
+    # (from the answer).
     object: str | None = None
 
 
@@ -202,8 +203,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         number, fault, wait = owner._decide(self.command)
         entry = Request(number, self.command, split.path, split.query, self.headers.get("Range"), fault=fault,
                         start=time.monotonic())
-        if "/o/" in split.path:
-            entry.object = urllib.parse.unquote(split.path.split("/o/", 1)[1])
+        if "/b/" in split.path and "/o/" in split.path:
+            bucket, _, name = split.path.split("/b/", 1)[1].partition("/o/")
+            entry.object = f"{bucket}/{urllib.parse.unquote(name)}"
         with owner._lock:
             owner.log.append(entry)
         try:
@@ -223,6 +225,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 entry.object = entry.object or _uploaded_object(payload)
             time.sleep(wait)
             self._answer(entry, status, headers, payload, cut=fault == "drop" and len(payload) >= 2)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: its choice
+            self.close_connection = True
         finally:
             entry.end = time.monotonic()
 
@@ -286,7 +290,7 @@ def _uploaded_object(payload: bytes) -> str | None:
     except ValueError:
         return None
     if isinstance(resource, dict) and resource.get("kind") == "storage#object":
-        return resource.get("name")
+        return f"{resource.get('bucket')}/{resource.get('name')}"
     return None
 
 

@@ -110,7 +110,7 @@ def test_bucket_reads_fetch_only_the_bytes_asked_for(gcs):
     with gcs_fault_proxy.running(gcs.url) as proxy, storage.RangeReader([f"gs://{bucket}/x.bin"]) as reader:
         assert reader.read(0, 300, 40) == data[300:340]
         assert reader.read_many(spans) == [data[o:o + n] for _, o, n in spans]
-        gets = [e for e in proxy.requests() if e.method == "GET" and e.object == "x.bin"]
+        gets = [e for e in proxy.requests() if e.method == "GET" and e.object == f"{bucket}/x.bin"]
     assert [e.range for e in gets[:1]] == ["bytes=300-339"]
     assert sorted(e.range for e in gets[1:]) == sorted(f"bytes={o}-{o + n - 1}" for _, o, n in spans)
     assert [e.bytes_sent for e in gets[:1]] == [40] and sum(e.bytes_sent for e in gets) == 40 + 30 + 16 + 1
@@ -126,7 +126,7 @@ def test_upload_tree_uploads_the_marker_after_everything_else(gcs, tmp_path):
     # Some latency, so that uploads in flight together overlap.
     with gcs_fault_proxy.running(gcs.url, latency=Latency(first_byte_s=0.02)) as proxy:
         storage.upload_tree(local, f"gs://{bucket}/tree", last=["0_done.json"])
-        done = gcs_fault_proxy.upload_completions(proxy.requests(), "tree/")
+        done = gcs_fault_proxy.upload_completions(proxy.requests(), f"{bucket}/tree/")
     assert len(done) == 25
-    marker = done.pop("tree/0_done.json")
+    marker = done.pop(f"{bucket}/tree/0_done.json")
     assert marker > max(done.values())
