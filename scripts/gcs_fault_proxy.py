@@ -18,6 +18,9 @@ order they arrive). Kinds of fault (:class:`Faults` gives each one's probability
   above.
 * ``delay``: the first byte of the answer comes ``Faults.delay_s`` late.
 
+:attr:`FaultProxy.deny` (an object prefix) refuses every request for those objects with 403, as
+GCS does once a permission is revoked: a failure no client retries.
+
 Latency (:class:`Latency`) applies to every request, faults on or off: ``first_byte_s`` before the
 first byte, ``slow_s`` instead for a fraction ``slow_fraction`` of requests.
 
@@ -37,6 +40,7 @@ import http.server
 import json
 import random
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -45,6 +49,8 @@ ERROR_BODIES = {
     503: {"code": 503, "message": "We encountered an internal error. Please try again.",
           "errors": [{"message": "We encountered an internal error. Please try again.", "domain": "global",
                       "reason": "backendError"}]},
+    403: {"code": 403, "message": "Access denied.",
+          "errors": [{"message": "Access denied.", "domain": "global", "reason": "forbidden"}]},
     429: {"code": 429, "message": "The rate of change requests to the object exceeds the rate limit. "
                                   "Please reduce the rate of create, update, and delete requests.",
           "errors": [{"message": "The rate of change requests to the object exceeds the rate limit.",
@@ -107,6 +113,9 @@ class FaultProxy:
         self.faults = faults or Faults()
         self.latency = latency or Latency()
         self.faults_on = True
+        # Objects (``bucket/name`` prefix) whose every request is refused with 403, as when a
+        # permission is revoked: no client retries it, so the failure reaches the program at once.
+        self.deny: str | None = None
         self.log: list[Request] = []
         self.counts: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
@@ -151,7 +160,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="gcs-fault-proxy", daemon=True)
@@ -176,6 +185,13 @@ class FaultProxy:
                     + ", ".join(f"{kind} {self.counts[kind]}" for kind in KINDS))
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (killed, or done with a keep-alive connection) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"  # keep-alive, and "Expect: 100-continue" answered
@@ -194,11 +210,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        expected = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(expected)
+        if len(body) < expected:  # the client went away mid-request (killed): forward nothing of it
+            raise ConnectionResetError(f"request body ended after {len(body)} of {expected} bytes")
+        return body
 
     def _handle(self) -> None:
         owner = self.owner
-        body = self._body()
+        try:
+            body = self._body()
+        except (ConnectionResetError, ValueError):
+            self.close_connection = True
+            return
         split = urllib.parse.urlsplit(self.path)
         number, fault, wait = owner._decide(self.command)
         entry = Request(number, self.command, split.path, split.query, self.headers.get("Range"), fault=fault,
@@ -209,6 +233,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with owner._lock:
             owner.log.append(entry)
         try:
+            if owner.deny and self._touches(owner.deny, split, body):
+                entry.fault = "denied"
+                payload = json.dumps({"error": ERROR_BODIES[403]}).encode()
+                self._answer(entry, 403, [("Content-Type", "application/json; charset=UTF-8")], payload)
+                return
             if fault in ("503", "429"):
                 time.sleep(wait)
                 payload = json.dumps({"error": ERROR_BODIES[int(fault)]}).encode()
@@ -229,6 +258,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             entry.end = time.monotonic()
+
+    @staticmethod
+    def _touches(prefix: str, split, body: bytes) -> bool:
+        """Whether a request names an object under ``prefix`` (``bucket/name``): in its path, its
+        ``name`` parameter or its upload metadata."""
+        bucket, _, name = prefix.partition("/")
+        if f"/b/{bucket}/" not in split.path:
+            return False
+        named = [urllib.parse.unquote(split.path.split("/o/", 1)[1])] if "/o/" in split.path else []
+        named += urllib.parse.parse_qs(split.query).get("name", []) + urllib.parse.parse_qs(split.query).get("prefix", [])
+        return any(n.startswith(name) for n in named) or f'"name": "{name}'.encode() in body[:4096] \
+            or f'"name":"{name}'.encode() in body[:4096]
 
     def _forward(self, body: bytes):
         owner = self.owner

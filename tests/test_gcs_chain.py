@@ -222,7 +222,7 @@ def check_init_from_took_the_transcriber(transcription_run, joint_run):
     earliest checkpoint kept) no weight has moved by more than a few learning rates (each Adam
     step moves a weight by about the learning rate, at most 1e-3 here), while a transcriber
     initialised afresh differs from the trained one by far more."""
-    subtree = stages.get("joint_pretrained").init_from_subtree("transcription")
+    subtree = stages.get("joint").init_from_subtree("transcription")
     source = jax.tree.leaves(_params(transcription_run, run_dir.RunDir.at(transcription_run).latest_step()))
     steps = run_dir.RunDir.at(joint_run).saved_steps()
     joint = jax.tree.leaves(_params(joint_run, steps[0])[subtree])
@@ -318,6 +318,7 @@ def test_whole_chain_in_a_bucket(gcs, tmp_path):
         check_markers_uploaded_last(proxy, f"{bucket}/tfds/slakh2100/clips/1.0.0", "dataset_info.json")
         check_build_matches_a_local_build(bucket, built, tmp_path)
         check_pipeline_batches_equal_local_ones(built, tmp_path)
+        check_shard_reads_are_ranged(proxy, built)  # here too, so that a whole-object read fails early
         transcription = train_transcription(bucket, built, workspace)
         check_training_outputs(transcription, workspace)
         uninterrupted = train_joint_uninterrupted(proxy, bucket, built, transcription, workspace)

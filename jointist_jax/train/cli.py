@@ -39,7 +39,7 @@ def _main(argv):
     import jax
     from absl import logging as absl_logging
 
-    from jointist_jax.train import distributed, trainer
+    from jointist_jax.train import checkpoints, distributed, trainer
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
     logging.getLogger("jointist_jax").setLevel(logging.INFO)
@@ -54,6 +54,9 @@ def _main(argv):
     except (FileNotFoundError, ValueError) as error:  # bad paths (storage.StorageError too) or config
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except checkpoints.SaveFailedError as error:  # names the checkpoint and the last committed step
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(1)
     # Every process prints the same number when the replicated parameters agree.
     print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
           f"{trainer.parameter_checksum(state):.10e}", flush=True)
