@@ -33,7 +33,7 @@ demo: install
 # readme_numbers.py recomputes README.md's deterministic figures and fails if one is stale.
 benchmarks: install
 	$(PY) scripts/readme_numbers.py
-	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
+	$(PY) benchmarks/input_pipeline.py --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator --latency
 	$(PY) benchmarks/forward.py --conditions 1,5
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/inference.py --max_rows 8
