@@ -33,7 +33,7 @@ demo: install
 # readme_numbers.py recomputes README.md's deterministic figures and fails if one is stale.
 benchmarks: install
 	$(PY) scripts/readme_numbers.py
-	$(PY) -m benchmarks.input_pipeline --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator
+	$(PY) -m benchmarks.input_pipeline --slakh_dir demo/slakh_synth --workers 2 --gcs_emulator --latency
 	$(PY) -m benchmarks.forward --conditions 1,5
 	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.inference --max_rows 8

@@ -3,6 +3,7 @@
     python -m benchmarks.input_pipeline --data_dir DATA           # a built slakh2100 dataset
     python -m benchmarks.input_pipeline --slakh_dir SLAKH         # builds one into a temp dir first
     python -m benchmarks.input_pipeline --data_dir DATA --gcs_emulator   # and from a bucket too
+    python -m benchmarks.input_pipeline --data_dir DATA --gcs_emulator --latency   # and with its latency
 
 With ``--slakh_dir`` it first measures the build: seconds of audio packed per second, bytes per
 hour of audio, and both scaled to the 145 hours of Slakh2100. Then it measures, after a warm-up,
@@ -12,7 +13,11 @@ the pipeline of ``jointist_jax.data.pipeline`` producing global batches (rolls, 
 With ``--gcs_emulator`` the dataset is also uploaded to a GCS emulator on 127.0.0.1
 (fake-gcs-server, from the ``dev`` extra) and every measurement is repeated on ``gs://``, beside
 local disk, together with the cost of opening a split: seconds and bytes read, with the record
-index the build saves and by scanning the shards without it.
+index the build saves and by scanning the shards without it. With ``--latency`` as well, both
+stages are measured through scripts/gcs_fault_proxy.py adding a real bucket's time to the first
+byte (30 ms; 60 ms for 1 % of requests) beside the same proxy without it, for 4, 16 and 64
+workers; then 1 and 4 reader processes (each its own share of the global batch) read the bucket at
+once: their aggregate rate, and a check that no two read the same track.
 One function per measurement; each returns a dict of numbers, printed by ``main``.
 """
 
@@ -80,21 +85,34 @@ def measure_crc(data_dir: str, split: str, records_to_time: int = 16, repeats: i
 
 def measure_pipeline(data_dir: str, split: str, *, clips: int, num_positive: int, num_negative: int,
                      steps: int, warmup: int, workers: int | None, clip_seconds: float = 10.0,
-                     seed: int = 0) -> dict[str, float]:
-    """Batches per second of one stage's shapes, after ``warmup`` batches; clips/s and rows/s."""
+                     seed: int = 0, process: tuple[int, int] | None = None) -> dict[str, float]:
+    """Batches per second of one stage's shapes, after ``warmup`` batches; clips/s and rows/s.
+    ``process``: ``(index, count)`` of one of several reader processes, each making ``clips``
+    clips of a global batch of ``clips * count`` (host batches, no device arrays)."""
     rows = clips * max(num_positive + num_negative, 1)
-    spec = InputSpec(global_batch=clips, num_positive=num_positive, num_negative=num_negative, seed=seed,
-                     clip_seconds=clip_seconds, num_workers=workers)
-    with pipeline.make_train_iterator(data_dir, split, spec) as pipe:
-        batches = iter(pipe)
+    index, count = process or (None, None)
+    spec = InputSpec(global_batch=clips * (count or 1), num_positive=num_positive, num_negative=num_negative,
+                     seed=seed, clip_seconds=clip_seconds, num_workers=workers)
+    with pipeline.make_train_iterator(data_dir, split, spec, process_index=index, process_count=count) as pipe:
+        batches = iter(pipe) if process is None else pipe.local_batches()
         for _ in range(warmup):
             jax.block_until_ready(next(batches))
         start = time.perf_counter()
         for _ in range(steps):
             jax.block_until_ready(next(batches))
         elapsed = time.perf_counter() - start
-    return {"clips_per_s": steps * clips / elapsed, "rows_per_s": steps * rows / elapsed,
-            "ms_per_batch": 1000 * elapsed / steps}
+        result = {"clips_per_s": steps * clips / elapsed, "rows_per_s": steps * rows / elapsed,
+                  "ms_per_batch": 1000 * elapsed / steps}
+        if process is not None:  # (epoch, track id) of every example this process made
+            result["tracks"] = [_track_of(pipe, i) for i in range((warmup + steps) * clips)]
+    return result
+
+
+def _track_of(pipe, i: int) -> tuple[int, str]:
+    """(epoch, track id) of local example ``i`` of a training pipeline (per-track sampling)."""
+    epoch, j = divmod(pipe.global_example(i), pipe.examples_per_epoch)
+    track = int(pipe._epoch_positions(epoch)[j])
+    return epoch, str(pipe.index.track_id[pipe.tracks.records[track][0]])
 
 
 def measure_joint_stage(data_dir: str, split: str, steps: int, warmup: int,
@@ -180,6 +198,87 @@ def print_data_path(data_dir: str, split: str, args) -> None:
               f"{r['ms_per_batch']:8.1f} ms/batch")
 
 
+# Time to the first byte of a read from a real bucket, and a slow tail.
+BUCKET_LATENCY = dict(first_byte_s=0.030, slow_s=0.060, slow_fraction=0.01)
+WORKER_COUNTS = (4, 16, 64)
+STAGES = (("joint", dict(num_positive=3, num_negative=0)), ("transcription", dict(num_positive=2, num_negative=2)))
+
+
+def measure_latency_hidden(upstream: str, remote: str, split: str, steps: int, warmup: int) -> list[dict]:
+    """Both stages' clips/s through a proxy with and without bucket latency, per worker count."""
+    from scripts import gcs_fault_proxy
+
+    rows = []
+    for stage, shape in STAGES:
+        for workers in WORKER_COUNTS:
+            row = {"stage": stage, "workers": workers}
+            for name, latency in (("plain", gcs_fault_proxy.Latency()),
+                                  ("latency", gcs_fault_proxy.Latency(**BUCKET_LATENCY))):
+                with gcs_fault_proxy.running(upstream, latency=latency):
+                    row[name] = measure_pipeline(remote, split, clips=2, steps=steps, warmup=warmup,
+                                                 workers=workers, **shape)["clips_per_s"]
+            rows.append(row)
+    return rows
+
+
+def _reader_process(url: str, remote: str, split: str, index: int, count: int, workers: int, steps: int,
+                    warmup: int, results) -> None:
+    """One of ``count`` reader processes: joint shapes through the proxy at ``url``."""
+    from scripts import gcs_emulator
+
+    with gcs_emulator.clients_pointed_at(url):
+        results.put((index, measure_pipeline(remote, split, clips=2, steps=steps, warmup=warmup, workers=workers,
+                                             process=(index, count), **dict(STAGES)["joint"])))
+
+
+def measure_reader_processes(upstream: str, remote: str, split: str, count: int, workers: int, steps: int,
+                             warmup: int) -> dict:
+    """``count`` processes reading one bucket at once, each through its own latency proxy: their
+    aggregate clips/s, and the tracks each made examples of, which must not overlap within an epoch."""
+    import multiprocessing
+
+    from scripts import gcs_fault_proxy
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    proxies = [gcs_fault_proxy.FaultProxy(upstream, latency=gcs_fault_proxy.Latency(**BUCKET_LATENCY)).start()
+               for _ in range(count)]
+    try:
+        procs = [context.Process(target=_reader_process, args=(p.url, remote, split, i, count, workers, steps,
+                                                               warmup, results)) for i, p in enumerate(proxies)]
+        for p in procs:
+            p.start()
+        measured = dict(results.get(timeout=1200) for _ in procs)
+        for p in procs:
+            p.join()
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    shares = [set(measured[i]["tracks"]) for i in range(count)]
+    overlap = set().union(*[a & b for i, a in enumerate(shares) for b in shares[i + 1:]])
+    return {"clips_per_s": sum(m["clips_per_s"] for m in measured.values()),
+            "examples": [len(m["tracks"]) for m in measured.values()], "overlap": sorted(overlap)}
+
+
+def print_latency(upstream: str, remote: str, args) -> None:
+    latency = BUCKET_LATENCY
+    print(f"latency hidden (through a proxy: {latency['first_byte_s'] * 1e3:.0f} ms to the first byte, "
+          f"{latency['slow_s'] * 1e3:.0f} ms for {latency['slow_fraction']:.0%} of requests), clips/s:")
+    print(f"  {'stage':<14} {'workers':>7} {'no latency':>11} {'latency':>9} {'ratio':>6}")
+    for r in measure_latency_hidden(upstream, remote, args.split, args.steps, args.warmup):
+        print(f"  {r['stage']:<14} {r['workers']:>7} {r['plain']:>11.1f} {r['latency']:>9.1f} "
+              f"{r['latency'] / r['plain']:>6.2f}")
+    workers = pipeline.REMOTE_WORKERS
+    one = measure_reader_processes(upstream, remote, args.split, 1, workers, args.steps, args.warmup)
+    four = measure_reader_processes(upstream, remote, args.split, 4, workers, args.steps, args.warmup)
+    print(f"reader processes on one bucket (joint shapes, latency on, {workers} workers each): "
+          f"1 process {one['clips_per_s']:.1f} clips/s, 4 processes {four['clips_per_s']:.1f} clips/s "
+          f"({four['clips_per_s'] / one['clips_per_s']:.2f}x); examples per process {four['examples']}, "
+          f"(epoch, track) made by more than one: {four['overlap'] or 'none'}")
+    if four["overlap"]:
+        raise AssertionError(f"reader processes read the same tracks: {four['overlap']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prints the throughput of both stages' batch shapes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -192,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="parallel example builders (default: the pipeline's, 4 local / 16 bucket)")
     parser.add_argument("--gcs_emulator", action="store_true",
                         help="also measure from a GCS emulator on 127.0.0.1 (needs the dev extra)")
+    parser.add_argument("--latency", action="store_true",
+                        help="with --gcs_emulator: also through a proxy adding a real bucket's latency, for "
+                             f"{', '.join(map(str, WORKER_COUNTS))} workers, and 1 vs 4 reader processes")
     args = parser.parse_args(argv)
     if not args.data_dir and not args.slakh_dir:
         parser.error("pass --data_dir (built with `python -m data_pipelines.build_slakh`) or --slakh_dir; "
@@ -219,16 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.gcs_emulator:
         import os
 
-        from jointist_jax import gcs_emulator, storage
+        from jointist_jax import storage
+        from scripts import gcs_emulator
         from jointist_jax.data import records
 
         version_dir = records.dataset_dir(data_dir)
-        with gcs_emulator.running():
+        with gcs_emulator.running() as emulator:
             bucket = f"gs://{gcs_emulator.new_bucket('jointist-bench')}"
             remote = f"{bucket}/tfds"
             storage.upload_tree(version_dir, f"{remote}/{os.path.relpath(os.fspath(version_dir), data_dir)}")
             print(f"GCS emulator on 127.0.0.1 (fake-gcs-server): {remote}")
             print_data_path(remote, args.split, args)
+            if args.latency:
+                print_latency(emulator.url, remote, args)
     return 0
 
 

@@ -243,13 +243,51 @@ def manager(run: run_dir.RunDir, *, keep: int, asynchronous: bool = True) -> ocp
     return ocp.CheckpointManager(run.checkpoints, options=options)
 
 
+class SaveFailedError(OSError):
+    """A checkpoint could not be written (a bucket that stayed away longer than the retries, a
+    full disk): the run stops, naming the checkpoint and the last committed step."""
+
+
+def _save_failed(mngr: ocp.CheckpointManager, step: int, error: BaseException) -> SaveFailedError:
+    committed = [s for s in mngr.all_steps() if s < step]
+    last = f"step {committed[-1]}" if committed else "none"
+    detail = " ".join(str(error).split())  # one line (gcsfs puts the server's answer on a second)
+    return SaveFailedError(
+        f"checkpoint {step} could not be saved to {os.fspath(mngr.directory / str(step))!r} "
+        f"({type(error).__name__}: {detail}); the last committed checkpoint is {last}: running the same "
+        f"command again resumes from it")
+
+
+def wait_for_save(mngr: ocp.CheckpointManager, step: int | None) -> None:
+    """Waits for the asynchronous save of ``step`` (the last one started; None: none) to commit.
+
+    Orbax reports a failed asynchronous save once (to the next ``save`` or wait) and then
+    forgets it, so a caller that does not stop on it would carry on, and exit successfully,
+    without that checkpoint: this raises :class:`SaveFailedError` instead.
+    """
+    try:
+        mngr.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 - any failure of the save is reported the same way
+        raise _save_failed(mngr, step if step is not None else -1, error) from error
+
+
 def save(mngr: ocp.CheckpointManager, step: int, items: dict, *, force: bool = False,
-         validation_loss: float | None = None) -> bool:
+         validation_loss: float | None = None, previous: int | None = None) -> bool:
     """Starts an (asynchronous) save of ``items`` (:func:`checkpoint_items`) at ``step``, with the
-    validation loss measured at that step if there is one (it ranks the checkpoint for ``best``)."""
+    validation loss measured at that step if there is one (it ranks the checkpoint for ``best``),
+    once the save of ``previous`` (the step saved before, if any) has committed
+    (:func:`wait_for_save`).
+
+    Raises:
+      SaveFailedError: the save of ``previous`` failed, or this one could not start.
+    """
+    wait_for_save(mngr, previous)
     # Empty metrics (not None, which orbax warns about) rank last: run_dir.best_metric gives +inf.
     metrics = {} if validation_loss is None else {run_dir.VALIDATION_LOSS: float(validation_loss)}
-    return mngr.save(step, args=ocp.args.StandardSave(items), force=force, metrics=metrics)
+    try:
+        return mngr.save(step, args=ocp.args.StandardSave(items), force=force, metrics=metrics)
+    except Exception as error:  # noqa: BLE001
+        raise _save_failed(mngr, step, error) from error
 
 
 def save_model(workdir, config: ml_collections.ConfigDict, model: nnx.Module, *, step: int = 0):

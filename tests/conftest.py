@@ -79,9 +79,10 @@ def tiny_tfds_dir(tiny_slakh_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gcs():
-    """A GCS emulator on 127.0.0.1 for this test process (jointist_jax/gcs_emulator.py), stopped at
-    the end. Returns the helper module: ``gcs.new_bucket()`` makes an empty bucket."""
-    from jointist_jax import gcs_emulator
+    """A GCS emulator on 127.0.0.1 for this test process (scripts/gcs_emulator.py), stopped at
+    the end. Returns its ``gcs_emulator.Emulator``: ``gcs.new_bucket()`` makes an empty bucket,
+    ``gcs.url`` is its address (for a ``gcs_fault_proxy`` in front of it)."""
+    from scripts import gcs_emulator
 
-    with gcs_emulator.running():
-        yield gcs_emulator
+    with gcs_emulator.running() as emulator:
+        yield emulator

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "jointist_jax"
 # Lowest first. A module's unit is its top-level module or subpackage under jointist_jax; every
 # ``cli`` module is a program and sits on top, with the app.
 LAYERS = (
-    ("core", {"", "music", "instruments", "rolls", "storage", "gcs_emulator", "xla_flags", "run_dir", "runs",
+    ("core", {"", "music", "instruments", "rolls", "storage", "xla_flags", "run_dir", "runs",
               "stages", "optimizer", "models", "audio"}),
     ("data", {"data", "metrics"}),
     ("uses", {"train", "inference", "evaluation", "convert", "cli_support"}),

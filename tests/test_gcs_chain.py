@@ -1,17 +1,24 @@
-"""The whole chain with data and runs in a bucket, against a real GCS emulator on 127.0.0.1.
+"""The whole chain with data and runs in a bucket, against a real GCS emulator on 127.0.0.1 behind
+a proxy that injects faults (scripts/gcs_fault_proxy.py: error answers, cut bodies, slow first
+bytes, at low seeded rates; every kind must actually have been injected).
 
 Render a tiny Slakh-format dataset locally, upload it, build it from ``gs://`` into ``gs://``, train
 ``transcription:runlocal`` into a ``gs://`` workdir, train ``joint_pretrained:runlocal`` from it
-(``init_from`` a bucket run), SIGKILL and resume it with bitwise-equal parameters, evaluate into the
-bucket (``metrics.json`` and TensorBoard events read back), and transcribe from the bucket. The
-commands are the ones README.md gives for training with data in a bucket. Every subprocess runs in
-an empty folder that must stay empty: no local ``gs:`` folder is ever created.
+(``init_from`` a bucket run) once with faults off, and once with faults on, SIGKILLed before its
+step 4 is saved and resumed from the last committed step: both end with bitwise-equal parameters.
+Evaluate into the bucket (``metrics.json`` and TensorBoard events read back), and transcribe from
+the bucket (the same notes as a transcription of a local copy of the song). From the proxy's
+request log: every read of a shard fetches at most one record and its framing, and completion
+markers are uploaded after everything they mark. The commands are the ones README.md gives for
+training with data in a bucket. Every subprocess runs in an empty folder that must stay empty: no
+local ``gs:`` folder is ever created.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +30,15 @@ import tensorflow as tf
 
 from launch_helpers import ROOT, run_train, wait_for_line
 
-from jointist_jax import run_dir, storage
+from scripts import gcs_fault_proxy
+
+from jointist_jax import run_dir, stages, storage
 from jointist_jax.data import pipeline, records
 from jointist_jax.data.spec import InputSpec
+
+# Low rates, each kind bounded: gcsfs waits 1-2 s before its first retry, TensorStore about 1 s.
+CHAIN_FAULTS = gcs_fault_proxy.Faults(seed=11, error_503=0.002, error_429=0.002, drop=0.004, delay=0.004,
+                                      delay_s=0.5, max_per_kind=6)
 
 TINY_STEPS = ["--config.data.global_batch=8", "--config.data.eval_batches=1", "--config.log_every=1"]
 
@@ -82,6 +95,30 @@ def check_build_matches_a_local_build(bucket, built, tmp_path):
             assert ra.bytes_read == int(a.length.sum()) + 16 * len(rows)
 
 
+def check_shard_reads_are_ranged(proxy, built):
+    """Every GET of a shard object asks for a range no longer than the longest record and its
+    framing (length, two CRCs: 16 bytes): no object is downloaded whole and sliced."""
+    dataset = records.open_dataset(built)
+    longest = max(int(records.split_index(dataset, split).length.max()) for split in ("train", "validation", "test"))
+    shards = {storage._object_key(f) for split in ("train", "validation", "test")
+              for f in dataset.split_files(split)}
+    reads = [e for e in proxy.requests() if e.method == "GET" and e.object in shards]
+    assert reads, "no shard was read through the proxy"
+    for e in reads:
+        assert e.range is not None, f"GET of the whole shard {e.object}"
+        first, last = (int(x) for x in e.range.split("=")[1].split("-"))
+        assert last - first + 1 <= longest + 16, (e.object, e.range, longest)
+    return len(reads)
+
+
+def check_markers_uploaded_last(proxy, prefix: str, marker: str):
+    """From the request log: the upload of ``prefix/marker`` completed after that of every other
+    object under ``prefix`` (a reader that waits for the marker never sees a partial folder)."""
+    done = gcs_fault_proxy.upload_completions(proxy.requests(), prefix + "/")
+    last = done.pop(f"{prefix}/{marker}")
+    assert done and last > max(done.values()), sorted(done.items(), key=lambda kv: kv[1])[-3:]
+
+
 def check_pipeline_batches_equal_local_ones(built, tmp_path):
     local = tmp_path / "tfds"
     spec = InputSpec(global_batch=2, num_positive=2, clip_seconds=2.0, seed=5)
@@ -135,38 +172,66 @@ def _joint_flags(workdir, built, transcription_run) -> list[str]:
             "--config.data.global_batch=8", "--config.data.eval_batches=0", "--config.log_every=1"]
 
 
+def train_joint_uninterrupted(proxy, bucket, built, transcription_run, workspace) -> str:
+    """joint_pretrained from the bucket transcription run, faults off: the reference."""
+    workdir = f"gs://{bucket}/runs/joint_uninterrupted"
+    proxy.faults_on = False
+    try:
+        proc = run_train(_joint_flags(workdir, built, transcription_run), cwd=workspace)
+        out, _ = proc.communicate(timeout=500)
+    finally:
+        proxy.faults_on = True
+    assert proc.returncode == 0, out
+    return workdir
+
+
 def train_joint_killed_and_resumed(bucket, built, transcription_run, workspace) -> str:
-    """joint_pretrained from the bucket transcription run: killed at step 3, then resumed."""
+    """The same run with faults on: SIGKILLed as soon as it reports step 3 (before step 4 is
+    trained, so before it can be saved), then restarted; it resumes from the last step committed
+    at the kill."""
     workdir = f"gs://{bucket}/runs/joint"
     proc = run_train(_joint_flags(workdir, built, transcription_run), cwd=workspace)
     wait_for_line(proc, "step 3/4", timeout=500)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    committed = run_dir.RunDir.at(workdir).saved_steps()
+    assert committed and max(committed) < 4, committed
     restarted = run_train(_joint_flags(workdir, built, transcription_run), cwd=workspace)
     out, _ = restarted.communicate(timeout=500)
     assert restarted.returncode == 0, out
-    assert "resumed from" in out
+    resumed = re.findall(r"resumed from \S+ step (\d+)", out)
+    assert resumed == [str(max(committed))], (committed, out[-3000:])
+    assert "initialised from" not in out
     return workdir
 
 
-def check_resumed_equals_uninterrupted(bucket, built, transcription_run, joint_run, workspace):
+def _params(workdir, step):
     import orbax.checkpoint as ocp
 
-    uninterrupted = f"gs://{bucket}/runs/joint_uninterrupted"
-    proc = run_train(_joint_flags(uninterrupted, built, transcription_run), cwd=workspace)
-    out, _ = proc.communicate(timeout=500)
-    assert proc.returncode == 0, out
+    return ocp.StandardCheckpointer().restore(run_dir.RunDir.at(workdir).step_dir(step) / "default")["params"]
 
-    def params(workdir):
-        restored = ocp.StandardCheckpointer().restore(run_dir.RunDir.at(workdir).step_dir(4) / "default")
-        return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
 
-    for a, b in zip(params(uninterrupted), params(joint_run), strict=True):
-        np.testing.assert_array_equal(a, b)
+def check_resumed_equals_uninterrupted(uninterrupted, joint_run, workspace):
+    for a, b in zip(jax.tree.leaves(_params(uninterrupted, 4)), jax.tree.leaves(_params(joint_run, 4)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert list(workspace.iterdir()) == []
 
 
-def check_evaluation(joint_run, built, workspace):
+def check_init_from_took_the_transcriber(transcription_run, joint_run):
+    """The joint run's transcriber starts as the transcription run's: 2 Adam steps later (the
+    earliest checkpoint kept) no weight has moved by more than a few learning rates (each Adam
+    step moves a weight by about the learning rate, at most 1e-3 here), while a transcriber
+    initialised afresh differs from the trained one by far more."""
+    subtree = stages.get("joint").init_source_submodule("transcription")
+    source = jax.tree.leaves(_params(transcription_run, run_dir.RunDir.at(transcription_run).latest_step()))
+    steps = run_dir.RunDir.at(joint_run).saved_steps()
+    joint = jax.tree.leaves(_params(joint_run, steps[0])[subtree])
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(source, joint, strict=True))
+    print(f"init_from: the transcriber moved by at most {moved:.2e} in {steps[0]} steps")
+    assert moved <= 3e-3 * steps[0], moved
+
+
+def check_evaluation(proxy, bucket, joint_run, built, workspace):
     proc = run_script("launch/eval.py", ["--config=joint_pretrained:runlocal", f"--workdir={joint_run}",
                                          f"--config.data.data_dir={built}", "--media_songs=1"], cwd=workspace)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -178,30 +243,42 @@ def check_evaluation(joint_run, built, workspace):
     # TensorBoard stores float32.
     sdr = metrics["scalars"]["gt_instruments/sdr/source_wise"]
     assert logged["gt_instruments/sdr/source_wise"] == [pytest.approx(sdr, rel=1e-6)]
+    check_markers_uploaded_last(proxy, f"{bucket}/runs/joint/eval/test/4", run_dir.METRICS_FILE)
     assert list(workspace.iterdir()) == []
 
 
-def check_transcription(bucket, joint_run, workspace):
+def _transcribe(checkpoint, audio, out, workspace, *extra) -> dict:
+    """Runs the transcribe CLI; returns the song's notes document."""
     from jointist_jax.inference import cli
 
-    mix = next(f for f in storage.files_under(f"gs://{bucket}/slakh2100/test") if f.name == "mix.flac")
-    storage.copy_file(mix, f"gs://{bucket}/songs/song.flac")
-    song = f"gs://{bucket}/songs"
-    out = f"gs://{bucket}/transcribed"
     before = os.getcwd()
     os.chdir(workspace)
     try:
-        code = cli.main(["--checkpoint", joint_run, "--audio", song, "--out", out, "--instruments", "piano,bass",
-                         "--separate", "--quiet"])
+        code = cli.main(["--checkpoint", checkpoint, "--audio", audio, "--out", out, "--instruments", "piano,bass",
+                         "--quiet", *extra])
     finally:
         os.chdir(before)
     assert code == 0
     names = sorted(p.name for p in storage.path(out).iterdir())
     assert names == ["song"]
-    folder = storage.path(out) / names[0]
-    document = json.loads((folder / f"{names[0]}.notes.json").read_text())
+    return json.loads((storage.path(out) / "song" / "song.notes.json").read_text())
+
+
+def check_transcription(proxy, bucket, joint_run, workspace, tmp_path):
+    mix = next(f for f in storage.files_under(f"gs://{bucket}/slakh2100/test") if f.name == "mix.flac")
+    storage.copy_file(mix, f"gs://{bucket}/songs/song.flac")
+    out = f"gs://{bucket}/transcribed"
+    document = _transcribe(joint_run, f"gs://{bucket}/songs", out, workspace, "--separate")
+    folder = storage.path(out) / "song"
     assert [i["class_name"] for i in document["instruments"]] == ["Piano", "Bass"]
     assert sorted(p.name for p in (folder / "stems").iterdir()) == ["Bass.wav", "Piano.wav"]
+    check_markers_uploaded_last(proxy, f"{bucket}/transcribed/song", "song.notes.json")
+    # The same song from local disk, transcribed by the same bucket checkpoint: the same notes.
+    (tmp_path / "songs").mkdir()
+    storage.copy_file(mix, tmp_path / "songs" / "song.flac")
+    local = _transcribe(joint_run, str(tmp_path / "songs"), str(tmp_path / "transcribed"), workspace)
+    assert sum(len(i["notes"]) for i in document["instruments"]) > 0
+    assert local["instruments"] == document["instruments"]
     assert list(workspace.iterdir()) == []
 
 
@@ -235,14 +312,23 @@ def test_whole_chain_in_a_bucket(gcs, tmp_path):
     """One test, so that the steps, which build on each other, run in order in one process."""
     workspace = tmp_path / "cwd"
     workspace.mkdir()
-    bucket = make_bucket(gcs, tmp_path / "slakh")
-    built = build_in_bucket(bucket, workspace)
-    check_build_matches_a_local_build(bucket, built, tmp_path)
-    check_pipeline_batches_equal_local_ones(built, tmp_path)
-    transcription = train_transcription(bucket, built, workspace)
-    check_training_outputs(transcription, workspace)
-    joint = train_joint_killed_and_resumed(bucket, built, transcription, workspace)
-    check_resumed_equals_uninterrupted(bucket, built, transcription, joint, workspace)
-    check_evaluation(joint, built, workspace)
-    check_transcription(bucket, joint, workspace)
-    check_bad_paths(bucket, built, joint, workspace)
+    with gcs_fault_proxy.running(gcs.url, CHAIN_FAULTS) as proxy:
+        bucket = make_bucket(gcs, tmp_path / "slakh")
+        built = build_in_bucket(bucket, workspace)
+        check_markers_uploaded_last(proxy, f"{bucket}/tfds/slakh2100/clips/1.0.0", "dataset_info.json")
+        check_build_matches_a_local_build(bucket, built, tmp_path)
+        check_pipeline_batches_equal_local_ones(built, tmp_path)
+        check_shard_reads_are_ranged(proxy, built)  # here too, so that a whole-object read fails early
+        transcription = train_transcription(bucket, built, workspace)
+        check_training_outputs(transcription, workspace)
+        uninterrupted = train_joint_uninterrupted(proxy, bucket, built, transcription, workspace)
+        joint = train_joint_killed_and_resumed(bucket, built, transcription, workspace)
+        check_resumed_equals_uninterrupted(uninterrupted, joint, workspace)
+        check_init_from_took_the_transcriber(transcription, joint)
+        check_evaluation(proxy, bucket, joint, built, workspace)
+        check_transcription(proxy, bucket, joint, workspace, tmp_path)
+        shard_reads = check_shard_reads_are_ranged(proxy, built)
+        check_bad_paths(bucket, built, joint, workspace)
+        print(f"fault proxy: {proxy.summary()}; {shard_reads} ranged shard reads")
+        # Faults of every kind were injected (and survived: every step above passed).
+        assert all(proxy.counts[kind] > 0 for kind in gcs_fault_proxy.KINDS), proxy.summary()

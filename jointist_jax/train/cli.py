@@ -41,6 +41,7 @@ def _main(argv):
     import jax
     from absl import logging as absl_logging
 
+    from jointist_jax import runs
     from jointist_jax.train import distributed, trainer
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds log every file at INFO
@@ -56,6 +57,9 @@ def _main(argv):
     except (FileNotFoundError, ValueError) as error:  # bad paths (storage.StorageError too) or config
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except runs.SaveFailedError as error:  # names the checkpoint and the last committed step
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(1)
     # Every process prints the same number when the replicated parameters agree.
     print(f"process {jax.process_index()} final step {int(state.step)} parameter checksum "
           f"{trainer.parameter_checksum(state):.10e}", flush=True)

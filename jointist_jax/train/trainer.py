@@ -266,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     train_batches = pipeline.make_train_iterator(data_dir, config.data.train_split, _input_spec(config), mesh,
                                                  start_step=first_step)
     step = first_step
+    saving = None  # the step whose asynchronous save is in flight
     try:
         validate = config.data.eval_batches != 0  # 0 switches validation off, -1 = whole split
         if validate and (first_step == 0 or first_step >= total):
@@ -293,10 +294,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 validation_loss = losses["loss"]
             if save_now:
                 runs.save(mngr, step, state.checkpoint_items(), force=True,
-                                 validation_loss=validation_loss)
+                          validation_loss=validation_loss, previous=saving)
+                saving = step
             if stopping:
                 log.warning("stopped by SIGTERM at step %d after saving", step)
                 break
+        runs.wait_for_save(mngr, saving)
     finally:
         mngr.wait_until_finished()
         mngr.close()
