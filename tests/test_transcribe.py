@@ -418,6 +418,11 @@ def test_bad_flag_values(fake_runs, tone, tmp_path, capsys):
     code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
                      "--instruments", "piano", "--batch_windows", "4", "--max_rows", "2")
     assert code == 2 and "--max_rows" in err
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--window_hop", "100")
+    assert code == 2 and "--window_hop must" in err
+    args = cli.build_parser().parse_args(["--checkpoint", "c", "--audio", "a", "--out", "o", "--window_hop", "160000"])
+    assert cli.song_options(args).window_spec().hop == 160000
 
 
 def test_corrupted_checkpoint(fake_runs, tone, tmp_path, capsys):
