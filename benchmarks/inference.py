@@ -69,6 +69,14 @@ def _timed(fn):
     return result, time.perf_counter() - start
 
 
+def _cpu_timed(fn):
+    """Wall seconds and the process's CPU seconds (all threads): on a shared machine the CPU
+    seconds grow far less with the other jobs' load than the wall seconds."""
+    cpu = time.process_time()
+    result, wall = _timed(fn)
+    return result, wall, time.process_time() - cpu
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="song length")
@@ -111,15 +119,16 @@ def main(argv=None) -> int:
     warm = song[: spec.window]
 
     _, compile_ir = _timed(lambda: predictor.recognize(warm))
-    ir = {}
+    ir, ir_cpu = {}, {}
     for window_spec in specs:
         predictor.spec = window_spec  # the same window shape: the compiled steps serve every hop
-        _, ir[window_spec.hop] = _timed(lambda: predictor.recognize(song))
+        _, ir[window_spec.hop], ir_cpu[window_spec.hop] = _cpu_timed(lambda: predictor.recognize(song))
         print(f"recognizer, hop {window_spec.hop}: compile+first window {compile_ir:.1f} s; song "
               f"{ir[window_spec.hop]:.2f} s (RTF {ir[window_spec.hop] / args.seconds:.3f})", flush=True)
     ours = "T" if args.no_separation else "T+S"
     header = (f"{'K':>3} {'hop':>6} {'windows':>7} {'compile s':>10} {'IR s':>6} {ours + ' s':>8} "
-              f"{'IR+' + ours + ' s':>9} {'RTF':>7} {'ref T /10s':>11} {'ref T windows':>14} {'speed-up':>9}")
+              f"{'IR+' + ours + ' s':>9} {'RTF':>7} {'CPU s':>7} {'ref T /10s':>11} {'ref T windows':>14} "
+              f"{'speed-up':>9}")
     rows = []
     for k in counts:
         class_ids = list(range(k))
@@ -127,7 +136,7 @@ def main(argv=None) -> int:
         _, compile_s = _timed(lambda: predictor.predict(warm, class_ids, separate=separate))
         for window_spec in specs:
             predictor.spec = window_spec
-            _, ts = _timed(lambda: predictor.predict(song, class_ids, separate=separate))
+            _, ts, ts_cpu = _cpu_timed(lambda: predictor.predict(song, class_ids, separate=separate))
             total = ir[window_spec.hop] + ts
             ref_per_10s = REFERENCE_T_SECONDS_PER_CLIP * k * args.seconds / 10
             ref_windows = REFERENCE_T_SECONDS_PER_CLIP * k * windows
@@ -135,6 +144,7 @@ def main(argv=None) -> int:
             speed_up = f"{ref_windows / total:>8.1f}x" if args.size == "full" else f"{'n/a':>9}"
             rows.append(f"{k:>3} {window_spec.hop:>6} {window_spec.num_windows(length):>7} {compile_s:>10.1f} "
                         f"{ir[window_spec.hop]:>6.2f} {ts:>8.2f} {total:>9.2f} {total / args.seconds:>7.3f} "
+                        f"{ir_cpu[window_spec.hop] + ts_cpu:>7.1f} "
                         f"{ref_per_10s:>11.1f} {ref_windows:>14.1f} {speed_up}")
             print(rows[-1], flush=True)
     print()
@@ -142,8 +152,9 @@ def main(argv=None) -> int:
     print("\n".join(rows))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"peak RSS {peak_mb:.0f} MB. 'ref' columns: the reference transcriber alone (no IR, no separation), "
-          f"docs/reference.md §11.3; speed-up = ref T windows / our IR + {ours}.")
+    print(f"peak RSS {peak_mb:.0f} MB. CPU s: the process's CPU seconds of IR + {ours} (all threads). 'ref' "
+          f"columns: the reference transcriber alone (no IR, no separation), docs/reference.md §11.3; speed-up = "
+          f"ref T windows / our IR + {ours}.")
     return 0
 
 
