@@ -1,6 +1,8 @@
 r"""Real-time factor of whole-song inference: recognizer + transcriber + separator.
 
   python -m benchmarks.inference                          # full size, 60-s song, 1, 5 and 39 instruments
+  python -m benchmarks.inference --max_rows 8 --instruments 5 --window_hops 80000,160000
+      # the reference's 50 %-overlap windows beside none, alternately in one run
   python -m benchmarks.inference --max_rows 8             # on a 24-GiB CPU machine (39 in groups of 8)
   python -m benchmarks.inference --no_separation          # transcriber alone: the reference's measured work
   python -m benchmarks.inference --seconds 12 --instruments 1 --size tiny   # quick check (~1 min)
@@ -14,7 +16,9 @@ the peak resident memory.
 
 Freshly initialised weights (timing does not depend on them). Each case is compiled first on a
 one-window song (the window batch shape is fixed, so the song reuses that compilation), then
-timed once on the song. Printed beside it: the reference's cost for the transcriber alone from
+timed once on the song with each ``--window_hops`` in turn (80000: the reference's 5-s hop,
+50 % overlap; 160000: no overlap, docs/deviations.md 38), so the windowings share the machine's
+load alike. Printed beside it: the reference's cost for the transcriber alone from
 docs/reference.md §11.3 (1.92 s per instrument per 10-s clip, instruments one after another) both per
 10 s of audio (the issue's yardstick: 60 s x 39 instruments = 449 s) and for the overlapping
 windows its ``predict_probabilities`` actually runs (11 windows for 60 s). The reference's
@@ -24,6 +28,7 @@ recognizer and separator would come on top.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -68,6 +73,14 @@ def _timed(fn):
     return result, time.perf_counter() - start
 
 
+def _cpu_timed(fn):
+    """Wall seconds and the process's CPU seconds (all threads): on a shared machine the CPU
+    seconds grow far less with the other jobs' load than the wall seconds."""
+    cpu = time.process_time()
+    result, wall = _timed(fn)
+    return result, wall, time.process_time() - cpu
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="song length")
@@ -79,6 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
     parser.add_argument("--no_separation", action="store_true",
                         help="time the transcriber alone (the reference's measured work) instead of T+S")
+    parser.add_argument("--window_hops", default="80000",
+                        help="comma-separated samples between window starts, each timed in turn (80000: the "
+                             "reference's 50 %% overlap; 160000: no overlap)")
     parser.add_argument("--memory_budget", default=None,
                         help="memory the process may use (e.g. 4GB): rows per call from it; each case then "
                              "runs once, decoded and written, and the peak RSS is printed")
@@ -88,11 +104,16 @@ def main(argv=None) -> int:
     counts = [int(c) for c in args.instruments.split(",")]
     if any(not 1 <= c <= 39 for c in counts):
         parser.error("--instruments: counts must be in 1..39")
+    try:
+        specs = [WindowSpec(hop=int(h)) for h in args.window_hops.split(",")]
+    except ValueError as error:
+        parser.error(f"--window_hops: {error}")
     length = int(args.seconds * SAMPLE_RATE)
-    spec = WindowSpec()
+    spec = WindowSpec()  # the reference's windows: its cost column counts them
     windows = spec.num_windows(length)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; size {args.size}; song {args.seconds:g} s "
-          f"= {windows} windows; batch_windows {args.batch_windows}; max_rows {args.max_rows or 'all'}", flush=True)
+          f"= {' / '.join(f'{s.num_windows(length)} windows at hop {s.hop}' for s in specs)}; batch_windows "
+          f"{args.batch_windows}; max_rows {args.max_rows or 'all'}", flush=True)
 
     model, seconds = _timed(lambda: build(args.size))
     print(f"built the models in {seconds:.1f} s", flush=True)
@@ -102,32 +123,42 @@ def main(argv=None) -> int:
     warm = song[: spec.window]
 
     _, compile_ir = _timed(lambda: predictor.recognize(warm))
-    _, ir = _timed(lambda: predictor.recognize(song))
-    print(f"recognizer: compile+first window {compile_ir:.1f} s; song {ir:.2f} s (RTF {ir / args.seconds:.3f})",
-          flush=True)
+    ir, ir_cpu = {}, {}
+    for window_spec in specs:
+        predictor.spec = window_spec  # the same window shape: the compiled steps serve every hop
+        _, ir[window_spec.hop], ir_cpu[window_spec.hop] = _cpu_timed(lambda: predictor.recognize(song))
+        print(f"recognizer, hop {window_spec.hop}: compile+first window {compile_ir:.1f} s; song "
+              f"{ir[window_spec.hop]:.2f} s (RTF {ir[window_spec.hop] / args.seconds:.3f})", flush=True)
     ours = "T" if args.no_separation else "T+S"
-    header = (f"{'K':>3} {'compile s':>10} {ours + ' s':>8} {'IR+' + ours + ' s':>9} {'RTF':>7} "
-              f"{'ref T /10s':>11} {'ref T windows':>14} {'speed-up':>9}")
+    header = (f"{'K':>3} {'hop':>6} {'windows':>7} {'compile s':>10} {'IR s':>6} {ours + ' s':>8} "
+              f"{'IR+' + ours + ' s':>9} {'RTF':>7} {'CPU s':>7} {'ref T /10s':>11} {'ref T windows':>14} "
+              f"{'speed-up':>9}")
     rows = []
     for k in counts:
         class_ids = list(range(k))
         separate = not args.no_separation
         _, compile_s = _timed(lambda: predictor.predict(warm, class_ids, separate=separate))
-        _, ts = _timed(lambda: predictor.predict(song, class_ids, separate=separate))
-        total = ir + ts
-        ref_per_10s = REFERENCE_T_SECONDS_PER_CLIP * k * args.seconds / 10
-        ref_windows = REFERENCE_T_SECONDS_PER_CLIP * k * windows
-        # The reference numbers are for the full-size transcriber: a speed-up against a tiny model means nothing.
-        speed_up = f"{ref_windows / total:>8.1f}x" if args.size == "full" else f"{'n/a':>9}"
-        rows.append(f"{k:>3} {compile_s:>10.1f} {ts:>8.2f} {total:>9.2f} {total / args.seconds:>7.3f} "
-                    f"{ref_per_10s:>11.1f} {ref_windows:>14.1f} {speed_up}")
-        print(rows[-1], flush=True)
+        for window_spec in specs:
+            predictor.spec = window_spec
+            _, ts, ts_cpu = _cpu_timed(lambda: predictor.predict(song, class_ids, separate=separate))
+            total = ir[window_spec.hop] + ts
+            ref_per_10s = REFERENCE_T_SECONDS_PER_CLIP * k * args.seconds / 10
+            ref_windows = REFERENCE_T_SECONDS_PER_CLIP * k * windows
+            # The reference numbers are for the full-size transcriber: a speed-up against a tiny model means nothing.
+            speed_up = f"{ref_windows / total:>8.1f}x" if args.size == "full" else f"{'n/a':>9}"
+            rows.append(f"{k:>3} {window_spec.hop:>6} {window_spec.num_windows(length):>7} {compile_s:>10.1f} "
+                        f"{ir[window_spec.hop]:>6.2f} {ts:>8.2f} {total:>9.2f} {total / args.seconds:>7.3f} "
+                        f"{ir_cpu[window_spec.hop] + ts_cpu:>7.1f} "
+                        f"{ref_per_10s:>11.1f} {ref_windows:>14.1f} {speed_up}")
+            print(rows[-1], flush=True)
     print()
     print(header)
     print("\n".join(rows))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak_mb:.0f} MB. 'ref' columns: the reference transcriber alone (no IR, no separation), "
-          f"docs/reference.md §11.3; speed-up = ref T windows / our IR + {ours}.")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"peak RSS {peak_mb:.0f} MB. CPU s: the process's CPU seconds of IR + {ours} (all threads). 'ref' "
+          f"columns: the reference transcriber alone (no IR, no separation), docs/reference.md §11.3; speed-up = "
+          f"ref T windows / our IR + {ours}.")
     return 0
 
 

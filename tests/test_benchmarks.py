@@ -294,9 +294,14 @@ def test_learn_synth_trains_any_transcriber_size_with_the_runlocal_recipe():
 def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups(capsys):
     from benchmarks import inference
 
-    assert inference.main(["--seconds", "11", "--instruments", "1,3", "--size", "tiny", "--max_rows", "2"]) == 0
+    assert inference.main(["--seconds", "21", "--instruments", "3", "--size", "tiny", "--max_rows", "2",
+                           "--window_hops", "80000,160000"]) == 0
     printed = capsys.readouterr().out
     assert "max_rows 2" in printed and "RTF" in printed
+    assert "4 windows at hop 80000 / 3 windows at hop 160000" in printed
+    # One row per hop (K = 3 in groups of 2): K, hop, windows.
+    table = [line.split()[:3] for line in printed.splitlines() if line.split()[:1] == ["3"]]
+    assert table[-2:] == [["3", "80000", "4"], ["3", "160000", "3"]]
 
 
 # ------------------------------------------------------------------------------ conv_transpose.py

@@ -248,6 +248,26 @@ def test_predictor_window_batching_does_not_change_results(joint_model):
 
 
 @pytest.mark.slow
+def test_predictor_without_overlap_takes_each_part_from_its_one_window(joint_model):
+    from jointist_jax.inference.predictor import Predictor
+    from jointist_jax.inference.windows import WindowSpec
+
+    spec = WindowSpec(hop=160000)
+    waveform = 0.1 * np.random.default_rng(3).standard_normal(17 * SR + 5).astype(np.float32)  # 2 windows
+    predictor = Predictor(joint_model, batch_windows=1, spec=spec)
+    song = predictor.predict(waveform, [10], separate=True)
+    first = predictor.predict(waveform[:spec.window], [10], separate=True)  # one window each
+    rest = predictor.predict(waveform[spec.window:], [10], separate=True)
+    edge = spec.frames_per_hop  # frame 1000: the second window's first frame
+    assert song.frame_output.shape == (1, (17 * SR + 5) // 160 + 1, 88)
+    np.testing.assert_array_equal(song.frame_output[:, :edge], first.frame_output[:, :edge])
+    np.testing.assert_array_equal(song.frame_output[:, edge:], rest.frame_output)
+    np.testing.assert_array_equal(song.reg_onset_output[:, edge:], rest.reg_onset_output)
+    np.testing.assert_array_equal(song.waveform[:, :spec.window], first.waveform)
+    np.testing.assert_array_equal(song.waveform[:, spec.window:], rest.waveform)
+
+
+@pytest.mark.slow
 def test_predictor_instrument_groups_match_one_call(joint_model):
     from jointist_jax.inference.predictor import Predictor
 
@@ -312,10 +332,12 @@ def test_song_options_are_checked_in_one_place():
 
     for kwargs, name in ((dict(onset_threshold=1.5), "onset_threshold"), (dict(batch_windows=0), "batch_windows"),
                          (dict(batch_windows=4, max_rows=2), "max_rows"), (dict(min_note_frames=0), "min_note_frames"),
-                         (dict(ir_threshold=1.0), "ir_threshold"), (dict(ir_aggregate="all"), "ir_aggregate")):
+                         (dict(ir_threshold=1.0), "ir_threshold"), (dict(ir_aggregate="all"), "ir_aggregate"),
+                         (dict(window_hop=100), "window_hop"), (dict(window_hop=320000), "window_hop")):
         with pytest.raises(ValueError, match=f"^{name} must"):
             SongOptions(**kwargs)
     assert SongOptions(max_rows=None).decode_options() == DecodeOptions()
+    assert (SongOptions().window_spec().hop, SongOptions(window_hop=160000).window_spec().margin) == (80000, 0)
 
 
 def test_choose_instruments_falls_back_to_every_class(monkeypatch):
@@ -396,6 +418,11 @@ def test_bad_flag_values(fake_runs, tone, tmp_path, capsys):
     code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
                      "--instruments", "piano", "--batch_windows", "4", "--max_rows", "2")
     assert code == 2 and "--max_rows" in err
+    code, err = _run(capsys, "--checkpoint", fake_runs["joint"], "--audio", tone, "--out", tmp_path,
+                     "--instruments", "piano", "--window_hop", "100")
+    assert code == 2 and "--window_hop must" in err
+    args = cli.build_parser().parse_args(["--checkpoint", "c", "--audio", "a", "--out", "o", "--window_hop", "160000"])
+    assert cli.song_options(args).window_spec().hop == 160000
 
 
 def test_corrupted_checkpoint(fake_runs, tone, tmp_path, capsys):

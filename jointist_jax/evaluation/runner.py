@@ -186,7 +186,7 @@ def evaluate_run(run_path: "str | os.PathLike | runs.TrainedRun", data_dir: str 
     model, recognizer, trained = load_models(run_path, ir_path)
     config, step = trained.config, trained.step
     predictor = Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows,
-                          max_rows=options.max_rows)
+                          max_rows=options.max_rows, spec=options.window_spec())
     transcribe, separate = predictor.can_transcribe, predictor.can_separate
     # The reference tests its standalone separator (no transcriber) on one crop per track.
     crop_separation = separate and not transcribe

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recognizer probability above which an instrument counts as playing ('auto')")
     parser.add_argument("--ir_aggregate", choices=("any", "mean"), default="any",
                         help="'any': an instrument detected in any window; 'mean': mean probability > threshold")
+    parser.add_argument("--window_hop", type=int, default=80000,
+                        help="samples between the starts of the 10-s windows: 80000 (50 %% overlap, the reference's) "
+                             "up to 160000 (no overlap: about half the work, docs/deviations.md 38)")
     parser.add_argument("--restore_bass_octave", action="store_true",
                         help="shift bass notes up 12 semitones in the MIDI, JSON and piano roll (the training "
                              "labels are an octave low, docs/deviations.md 11); the .npz posteriorgrams stay as predicted")
@@ -98,7 +101,7 @@ def song_options(args: argparse.Namespace):
                            memory_budget=memory.budget_of(args.memory_budget),
                            onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
                            min_note_frames=args.min_note_frames, ir_threshold=args.ir_threshold,
-                           ir_aggregate=args.ir_aggregate)
+                           ir_aggregate=args.ir_aggregate, window_hop=args.window_hop)
     except ValueError as error:  # each message starts with the option's name
         raise UsageError(f"--{error}") from error
 

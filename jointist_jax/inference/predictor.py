@@ -250,11 +250,12 @@ class Predictor:
                     i = first + j
                     if self.can_transcribe:
                         stitch_into(onset[rows], outputs["reg_onset_output"][j, :real], i, n, spec.frames_per_hop,
-                                    axis=1)
+                                    axis=1, margin=spec.frames_per_margin)
                         stitch_into(frame[rows], outputs["frame_output"][j, :real], i, n, spec.frames_per_hop,
-                                    axis=1)
+                                    axis=1, margin=spec.frames_per_margin)
                     if separate:
-                        stitch_into(stems[rows], outputs["waveform"][j, :real], i, n, spec.hop, axis=1)
+                        stitch_into(stems[rows], outputs["waveform"][j, :real], i, n, spec.hop, axis=1,
+                                    margin=spec.margin)
             if progress is not None:
                 progress(count)
         return SongPrediction(class_ids=class_ids, reg_onset_output=onset, frame_output=frame, waveform=stems)

@@ -23,6 +23,7 @@ import numpy as np
 
 from jointist_jax import instruments, rolls
 from jointist_jax.inference.predictor import Predictor, ProgressFn, SongPrediction, check_batching
+from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.models.jointist import select_instruments
 from jointist_jax.music import Notes
 
@@ -41,6 +42,9 @@ class SongOptions:
       onset_threshold, frame_threshold, min_note_frames: note decoding (docs/reference.md §7.1).
       ir_threshold, ir_aggregate: the recognizer's decision over a song's windows
         (docs/deviations.md 19).
+      window_hop: samples between the starts of consecutive 10-s windows: 80000 (5 s, 50 %
+        overlap, the reference's) up to 160000 (no overlap: about half the windows of a long
+        song, docs/deviations.md 38).
 
     Every message of a bad value starts with the field's name.
     """
@@ -53,6 +57,7 @@ class SongOptions:
     min_note_frames: int = 1
     ir_threshold: float = 0.5
     ir_aggregate: Literal["any", "mean"] = "any"
+    window_hop: int = WindowSpec.hop
 
     def __post_init__(self):
         check_batching(self.batch_windows, self.max_rows)
@@ -63,6 +68,14 @@ class SongOptions:
             raise ValueError(f"ir_threshold must be in [0, 1), got {self.ir_threshold}")
         if self.ir_aggregate not in AGGREGATES:
             raise ValueError(f"ir_aggregate must be 'any' or 'mean', got {self.ir_aggregate!r}")
+        try:
+            self.window_spec()
+        except ValueError as error:
+            raise ValueError(f"window_hop must give a valid window geometry: {error}") from None
+
+    def window_spec(self) -> WindowSpec:
+        """The song's window geometry."""
+        return WindowSpec(hop=self.window_hop)
 
     def decode_options(self) -> rolls.DecodeOptions:
         """The decoding part of the options."""
@@ -108,7 +121,7 @@ class SongOutput:
 def make_predictor(model, recognizer, options: SongOptions) -> Predictor:
     """The :class:`Predictor` of a loaded run (and recognizer) batched as ``options`` say."""
     return Predictor(model, recognizer=recognizer, batch_windows=options.batch_windows, max_rows=options.max_rows,
-                     memory_budget=options.memory_budget)
+                     memory_budget=options.memory_budget, spec=options.window_spec())
 
 
 def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: SongOptions = SongOptions(),
