@@ -16,6 +16,7 @@ local ``gs:`` folder is ever created.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -220,7 +221,7 @@ def check_resumed_equals_uninterrupted(uninterrupted, joint_run, workspace):
 def check_init_from_took_the_transcriber(transcription_run, joint_run):
     """The joint run's transcriber starts as the transcription run's: 2 Adam steps later (the
     earliest checkpoint kept) no weight has moved by more than a few learning rates (each Adam
-    step moves a weight by about the learning rate, at most 1e-3 here), while a transcriber
+    step moves a weight by at most about the learning rate, 1e-3 at most here), while a transcriber
     initialised afresh differs from the trained one by far more."""
     subtree = stages.get("joint").init_source_submodule("transcription")
     source = jax.tree.leaves(_params(transcription_run, run_dir.RunDir.at(transcription_run).latest_step()))
@@ -228,7 +229,7 @@ def check_init_from_took_the_transcriber(transcription_run, joint_run):
     joint = jax.tree.leaves(_params(joint_run, steps[0])[subtree])
     moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(source, joint, strict=True))
     print(f"init_from: the transcriber moved by at most {moved:.2e} in {steps[0]} steps")
-    assert moved <= 3e-3 * steps[0], moved
+    assert moved <= 1e-3 * steps[0], moved
 
 
 def check_evaluation(proxy, bucket, joint_run, built, workspace):
@@ -277,8 +278,13 @@ def check_transcription(proxy, bucket, joint_run, workspace, tmp_path):
     (tmp_path / "songs").mkdir()
     storage.copy_file(mix, tmp_path / "songs" / "song.flac")
     local = _transcribe(joint_run, str(tmp_path / "songs"), str(tmp_path / "transcribed"), workspace)
-    assert sum(len(i["notes"]) for i in document["instruments"]) > 0
     assert local["instruments"] == document["instruments"]
+    # The notes of a model trained 4 steps may be none: the posteriorgrams they come from are compared too.
+    with np.load(io.BytesIO((folder / "song.posteriorgrams.npz").read_bytes())) as remote, \
+            np.load(tmp_path / "transcribed" / "song" / "song.posteriorgrams.npz") as here:
+        assert np.abs(remote["frame_output"]).max() > 0
+        for key in ("frame_output", "reg_onset_output", "transcribed_classes"):
+            np.testing.assert_array_equal(remote[key], here[key])
     assert list(workspace.iterdir()) == []
 
 
