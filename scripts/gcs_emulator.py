@@ -6,7 +6,7 @@ subprocesses (the launch scripts) use it too. :class:`Emulator` keeps its object
 instead of memory when given one (``root``), so it can be stopped and started again on the same
 port with its objects kept: a bucket that goes away and comes back.
 
-    python scripts/gcs_emulator.py [--root DIR]   # runs one until Ctrl-C, prints its variables
+    python -m scripts.gcs_emulator [--root DIR]   # runs one until Ctrl-C, prints its variables
 
 Clients are pointed at it by:
 
@@ -25,6 +25,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+
+from scripts import processes
 
 CLOSED_LOCAL_PORT = "127.0.0.1:9"
 
@@ -109,12 +111,7 @@ class Emulator:
         """Stops the server (every connection to it is closed); a no-op if it is not running."""
         server, self._server = self._server, None
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            processes.stop(server, timeout=3)
         if self._log is not None:
             self._log.close()
             self._log = None

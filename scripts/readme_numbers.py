@@ -148,7 +148,7 @@ def diagnose_learning() -> list[str]:
                 f"{train100['onset']:.4f}, frame {train100['frame']:.4f}) and active-cell frame posteriors "
                 f"at median {train100['on'][0]:.2f}, 90th percentile {train100['on'][1]:.2f}",
                 f"eval frame loss {eval100['frame']:.4f} against {bn100['frame']:.4f} with batch statistics"]
-    _, modes = _diagnose("--steps", "100", "--every", "100", "--set", "model.transcriber.bn_momentum=0.99")
+    _, modes = _diagnose("--steps", "100", "--every", "50", "--set", "model.transcriber.bn_momentum=0.99")
     figures.append(f"with the reference's momentum (`bn_momentum` 0.99) the same run's eval frame loss at step 100 is "
                    f"{modes[100]['eval']['frame']:.4f} against {modes[100]['bn-only']['frame']:.4f}")
     return figures

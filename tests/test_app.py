@@ -16,6 +16,7 @@ import pretty_midi
 import pytest
 import soundfile
 from launch_helpers import ROOT
+from scripts import processes
 from test_transcribe import runs  # noqa: F401  (the fixture)
 
 from jointist_jax.inference import audio_io, cli
@@ -40,12 +41,7 @@ def app_url(runs):  # noqa: F811
         yield line.split("serving on ")[1].strip()
         assert proc.poll() is None, "the server died"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc, timeout=30)
 
 
 def _post(url: str, fields: dict, file_name: str, content: bytes) -> tuple[int, dict]:
