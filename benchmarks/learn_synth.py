@@ -169,10 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    stages = [s for s in args.stages.split(",") if s]
-    if not stages or any(s not in STAGES for s in stages):
+    chosen = [s for s in args.stages.split(",") if s]
+    if not chosen or any(s not in STAGES for s in chosen):
         parser.error(f"--stages must be a comma-separated subset of {STAGES}, got {args.stages!r}")
-    if "joint" in stages and "transcription" not in stages:
+    if "joint" in chosen and "transcription" not in chosen:
         parser.error("--stages joint starts from the transcriber trained here: add transcription")
     if min(args.steps, args.joint_steps, args.ir_steps, args.points, args.checkpoint_every or 1) < 1:
         parser.error("--steps, --joint_steps, --ir_steps, --points and --checkpoint_every must be >= 1")
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     root = Path(args.workdir or temp.name)
     options = EvalOptions(split=args.split, media_songs=0)
     report: dict = {"split": args.split, "environment": common.environment()}
-    print(f"learn_synth: stages {','.join(stages)}; data {args.data_dir}, held-out split {args.split!r}; "
+    print(f"learn_synth: stages {','.join(chosen)}; data {args.data_dir}, held-out split {args.split!r}; "
           f"{common.environment()}", flush=True)
 
     def train(config, workdir: Path, seconds: float | None = None) -> float:
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         runs.save_model(workdir, config, init)
         return workdir
 
-    if "transcription" in stages:
+    if "transcription" in chosen:
         config = build_config(args, "transcription")
         t = config.model.transcriber
         o = config.optimizer
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         report.update(steps=trained_steps, train_seconds=seconds, songs=songs, metrics=rows, curve=curve,
                       transcriber=args.transcriber)
 
-    if "joint" in stages:
+    if "joint" in chosen:
         config = build_config(args, "joint")
         config.init_from = str(root / "trained")
         print(f"\n== joint_pretrained:runlocal from that transcriber, {args.joint_steps} steps, lr "
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                      f"{seconds:.0f} s", curve)
         report["joint"] = dict(steps=args.joint_steps, train_seconds=seconds, curve=curve)
 
-    if "ir" in stages:
+    if "ir" in chosen:
         config = build_config(args, "ir")
         print(f"\n== ir:runlocal, {args.ir_steps} steps, lr {config.optimizer.lr:g}, "
               f"{config.data.global_batch} clips of {config.data.clip_seconds:g} s", flush=True)

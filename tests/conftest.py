@@ -20,6 +20,52 @@ xla_flags.apply_cpu_flags(host_device_count=8)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jointist-jax-test-xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
+# The longest tests and their seconds, measured in a `make test` run on a 2-core CPU (2 workers).
+# pytest-xdist's worksteal scheduler first hands each worker one contiguous slice of the collection
+# (the first n // workers tests to the first worker, and so on), then balances by stealing queued
+# tests. A long test collected late starts late and runs alone at the end, so
+# :func:`pytest_collection_modifyitems` puts each of these at the start of a slice instead.
+LONGEST_TESTS = {
+    "tests/test_gcs_chain.py::test_whole_chain_in_a_bucket": 596,
+    "tests/test_bucket_outage.py::test_a_run_survives_a_bucket_that_goes_away": 162,
+    "tests/test_cluster_startup.py::test_two_tpu_vm_workers_form_one_job_and_save_together_on_sigterm": 119,
+    "tests/test_readme_commands.py::test_two_process_command_trains_what_one_process_trains": 91,
+    "tests/test_evaluation.py::test_eval_cli_errors_name_the_problem": 69,
+    "tests/test_train.py::test_sigkill_then_restart_matches_uninterrupted_run": 68,
+    "tests/test_bucket_outage.py::test_a_refused_checkpoint_stops_the_run_naming_it": 65,
+    "tests/test_train.py::test_stage_trains_checkpoints_and_logs[joint_scratch]": 62,
+    "tests/test_train.py::test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device": 58,
+    "tests/test_transcribe.py::test_a_run_written_by_the_trainer_transcribes_and_separates": 57,
+    "tests/test_evaluation.py::test_joint_run_with_recognizer_reports_both_settings_and_writes_everything": 57,
+}
+
+
+def longest_first(items: list, workers: int, seconds: dict[str, float]) -> list:
+    """``items`` reordered for ``workers`` contiguous slices (as worksteal first deals them) so
+    that each test of ``seconds`` starts its slice: the longest first, each to the slice that
+    holds the fewest seconds of them; the other tests keep their order."""
+    if workers < 2:
+        return list(items)
+    long = sorted((i for i in items if i.nodeid in seconds), key=lambda i: -seconds[i.nodeid])
+    rest = iter([i for i in items if i.nodeid not in seconds])
+    heads: list[list] = [[] for _ in range(workers)]
+    held = [0.0] * workers
+    for item in long:
+        slot = min(range(workers), key=held.__getitem__)
+        heads[slot].append(item)
+        held[slot] += seconds[item.nodeid]
+    size = len(items) // workers
+    ordered = []
+    for slot, head in enumerate(heads):
+        fill = len(items) - len(ordered) - len(head) if slot == workers - 1 else max(size - len(head), 0)
+        ordered += head + [next(rest) for _ in range(fill)]
+    return ordered
+
+
+def pytest_collection_modifyitems(config, items):
+    items[:] = longest_first(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), LONGEST_TESTS)
+
+
 # Tiny dataset: 2-s clips so the runlocal configs (clip_seconds=2) can train on it.
 TINY_CLIP_SECONDS = 2.0
 TINY_HOP_SECONDS = 2.0
