@@ -6,8 +6,6 @@ as docs/adding_a_stage.md describes.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
