@@ -23,6 +23,7 @@ workstation, the VM's service account on a TPU VM); nothing here handles them.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import shutil
 import threading
@@ -60,8 +61,16 @@ Path = epath.Path
 REMOTE_SCHEMES = ("gs",)
 
 
+logger = logging.getLogger(__name__)
+
+
 class StorageError(FileNotFoundError):
     """A path that cannot be used: unsupported scheme, missing bucket, file or folder."""
+
+
+class UploadError(OSError):
+    """A folder that could not be written to a bucket (it went away, or refused an object): the
+    message names the folder and says that it does not count as done."""
 
 
 def is_remote(p) -> bool:
@@ -220,6 +229,13 @@ def upload_tree(local_dir, target_dir, *, last: Sequence[str] = (), threads: int
     return first + final
 
 
+def remove_file(p) -> None:
+    """Deletes one file (no error if it is absent)."""
+    target = path(p)
+    if target.exists():
+        target.unlink()
+
+
 def remove_tree(p) -> None:
     """Deletes a folder and everything under it (no error if it is absent)."""
     target = path(p)
@@ -250,20 +266,38 @@ class StagedFolder:
         self.local = epath.Path(tempfile.mkdtemp(prefix=".partial-", dir=parent))
 
     def commit(self) -> epath.Path:
-        """Moves the staged files into place; returns ``target``."""
+        """Moves the staged files into place; returns ``target``.
+
+        Raises:
+          UploadError: a bucket target could not be written (the bucket went away for longer than
+            the client's retries, or refused an object); its marker is then not there, so the folder
+            is not taken as done, and running the same command again replaces it.
+        """
         try:
             if is_remote(self.target):
-                remove_tree(self.target)
-                upload_tree(self.local, self.target, last=[self.marker] if self.marker else ())
+                self._upload()
             else:
                 _replace_local_dir(self.local, self.target)
-        except BaseException:
-            if is_remote(self.target):
-                remove_tree(self.target)
-            raise
         finally:
             shutil.rmtree(os.fspath(self.local), ignore_errors=True)
         return self.target
+
+    def _upload(self) -> None:
+        try:
+            if self.marker:
+                # An earlier folder stops counting as done before any of its files is replaced.
+                remove_file(self.target / self.marker)
+            remove_tree(self.target)
+            upload_tree(self.local, self.target, last=[self.marker] if self.marker else ())
+        except Exception as error:
+            try:
+                remove_tree(self.target)
+            except Exception as cleanup_error:  # the bucket is still away: the files stay, marker-less
+                logger.warning("could not remove the partial %s: %s", os.fspath(self.target), cleanup_error)
+            done = f" (it counts as done only with its {self.marker})" if self.marker else ""
+            raise UploadError(f"{os.fspath(self.target)!r} could not be written to the bucket "
+                              f"({type(error).__name__}: {error}); it is not complete{done}: running the "
+                              f"same command again once the bucket answers writes it anew") from error
 
     def discard(self) -> None:
         """Deletes the staged files."""

@@ -17,7 +17,10 @@ with per-instrument bar charts, piano rolls and separated stems of ``--media_son
 been saved and evaluated or no checkpoint has appeared for ``--watch_timeout`` seconds.
 
 Set-up errors (a config of another stage, a missing checkpoint, an unusable run) exit with status
-2 and a message naming the problem. The flags are absl flags defined when this module is imported:
+2 and a message naming the problem. An evaluation folder that could not be written to a bucket
+(it went away for longer than the client retries) exits with status 1 and a message naming the
+folder; that step is not counted as evaluated (its ``metrics.json`` is written last), so the same
+command run again evaluates it. The flags are absl flags defined when this module is imported:
 import it from an entry point only.
 """
 
@@ -29,7 +32,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from jointist_jax import run_dir, xla_flags
+from jointist_jax import run_dir, storage, xla_flags
 from jointist_jax.cli_support import program_name, run_stage_cli
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -162,6 +165,9 @@ def _main(argv):
 
     try:
         sys.exit(run(_CONFIG.value))
+    except storage.UploadError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(1)
     except (ValueError, FileNotFoundError) as error:  # runs.CheckpointError is a ValueError
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
