@@ -290,10 +290,14 @@ class StagedFolder:
             remove_tree(self.target)
             upload_tree(self.local, self.target, last=[self.marker] if self.marker else ())
         except Exception as error:
-            try:
-                remove_tree(self.target)
-            except Exception as cleanup_error:  # the bucket is still away: the files stay, marker-less
-                logger.warning("could not remove the partial %s: %s", os.fspath(self.target), cleanup_error)
+            if _unreachable(error):  # removing would only wait out the client's retries once more
+                logger.warning("the bucket of %s cannot be reached: the files uploaded so far stay there, "
+                               "without their marker", os.fspath(self.target))
+            else:
+                try:
+                    remove_tree(self.target)
+                except Exception as cleanup_error:
+                    logger.warning("could not remove the partial %s: %s", os.fspath(self.target), cleanup_error)
             done = f" (it counts as done only with its {self.marker})" if self.marker else ""
             raise UploadError(f"{os.fspath(self.target)!r} could not be written to the bucket "
                               f"({type(error).__name__}: {error}); it is not complete{done}: running the "
@@ -311,6 +315,18 @@ class StagedFolder:
             self.commit()
         else:
             self.discard()
+
+
+def _unreachable(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an error that caused it) is a connection that failed or timed out,
+    rather than an answer of the bucket."""
+    import aiohttp
+
+    while error is not None:
+        if isinstance(error, (aiohttp.ClientConnectionError, ConnectionError, TimeoutError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _replace_local_dir(source: epath.Path, target: epath.Path) -> None:
