@@ -23,6 +23,8 @@ workstation, the VM's service account on a TPU VM); nothing here handles them.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -361,15 +363,39 @@ class MirroredFolder:
         self._threads = threads
         self._sizes: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self.failed = False  # a write into local failed: no more syncs (:meth:`local_writes`)
         make_dirs(self.target)
         if self.remote:
             self.local = epath.Path(tempfile.mkdtemp(prefix="jointist-mirror-"))
         else:
             self.local = self.target
 
+    @contextlib.contextmanager
+    def local_writes(self, what: str):
+        """Wraps a writer's writes into :attr:`local` (``what``: what they are, for messages).
+
+        A write that fails because the local disk is full (or for another ``OSError``) does not
+        stop the caller: losing TensorBoard events must not end a days-long run. It is not silent
+        either: one warning names the folder, the error and what to do. The folder is then
+        :attr:`failed`: the writer's file may end in half a record, so nothing more is copied to
+        ``target``, whose files stay byte for byte as the last sync left them.
+        """
+        try:
+            yield
+        except Exception as error:
+            if not (isinstance(error, OSError) or os.strerror(errno.ENOSPC) in str(error)):
+                raise
+            if not self.failed:
+                where = (f"the staging folder {os.fspath(self.local)} (in the system's temporary folder: set "
+                         f"TMPDIR to a folder with room)") if self.remote else os.fspath(self.local)
+                logger.warning("%s for %s could not be written to %s: %s; no more are saved in this run (those "
+                               "saved before stay as they are); the run carries on", what,
+                               os.fspath(self.target), where, str(error).splitlines()[0])
+            self.failed = True
+
     def sync(self) -> list[str]:
         """Uploads files that are new or changed; returns their relative paths."""
-        if not self.remote:
+        if not self.remote or self.failed:
             return []
         with self._lock:
             changed = []

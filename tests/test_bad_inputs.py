@@ -213,3 +213,58 @@ def test_full_staging_disk_during_a_bucket_build(tiny_slakh_dir, full_disk, gcs)
     assert "No space left on device" in message and "nothing was uploaded" in message
     assert os.listdir(full_disk) == []  # the staging copy is removed
     assert storage.files_under(f"gs://{bucket}") == []  # and nothing reached the bucket
+
+
+def _fill(folder) -> None:
+    """Fills the file system of ``folder`` (a filler file) until it has no room left."""
+    with open(os.path.join(folder, "filler"), "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 512)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+
+
+def _event_steps(data: bytes, tmp_path) -> list[int]:
+    import tensorflow as tf
+
+    local = tmp_path / "events"
+    local.write_bytes(data)
+    return [e.step for e in tf.compat.v1.train.summary_iterator(str(local)) for v in e.summary.value if v.tag == "loss"]
+
+
+def test_full_disk_while_staging_tensorboard_events_of_a_bucket_run(full_disk, gcs, monkeypatch, caplog, tmp_path):
+    import tempfile
+
+    from jointist_jax import storage
+    from jointist_jax.train import summaries
+
+    workdir = f"gs://{gcs.new_bucket('full-events')}/run"
+    checkpoint = f"{workdir}/checkpoints/1/commit_success.txt"  # stands for the checkpoints in the bucket
+    storage.write_text(checkpoint, "a committed checkpoint")
+    monkeypatch.setattr(tempfile, "tempdir", str(full_disk))  # as TMPDIR=<the full disk> would
+    writer = summaries.SummaryWriter(f"{workdir}/tensorboard")
+    writer.scalars(1, {"loss": 1.0})
+    (staging,) = full_disk.glob("jointist-mirror-*")
+    (events,) = storage.files_under(f"{workdir}/tensorboard")
+    uploaded = events.read_bytes()
+
+    _fill(full_disk)
+    with caplog.at_level(logging.WARNING, logger=storage.__name__):
+        for step in range(2, 500):  # an event is ~60 bytes: the events file's last page fills up
+            writer.scalars(step, {"loss": float(step)})  # never raises: the run carries on
+            if "No space left on device" in caplog.text:
+                break
+        for later in range(step + 1, step + 5):
+            writer.scalars(later, {"loss": float(later)})
+        writer.close()
+    warning = caplog.text
+    assert (f"TensorBoard events of step {step} for {workdir}/tensorboard could not be written to the staging "
+            f"folder {staging} (in the system's temporary folder: set TMPDIR to a folder with room)") in warning
+    assert "No space left on device; no more are saved in this run" in warning and "the run carries on" in warning
+    assert warning.count("could not be written") == 1, warning  # once, not at every step
+    assert storage.path(checkpoint).read_text() == "a committed checkpoint"
+    kept = events.read_bytes()
+    assert kept.startswith(uploaded)  # the events in the bucket stay: those of step 1 ...
+    assert _event_steps(kept, tmp_path) == list(range(1, step))  # ... and each step up to the full disk
+    assert os.listdir(full_disk) == ["filler"]  # the staging folder is removed at the end

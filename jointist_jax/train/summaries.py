@@ -28,22 +28,27 @@ class SummaryWriter:
             self._writer = tf.summary.create_file_writer(str(self._folder.local))
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
-        if self._writer is None:
+        if self._writer is None or self._folder.failed:  # failed: a full local disk, reported once
             return
-        with self._writer.as_default(step=step):
-            for name, value in values.items():
-                self._tf.summary.scalar(prefix + name, float(value))
-        self.flush()
+        with self._folder.local_writes(f"TensorBoard events of step {step}"):
+            with self._writer.as_default(step=step):
+                for name, value in values.items():
+                    self._tf.summary.scalar(prefix + name, float(value))
+            self._writer.flush()
+        self._folder.sync()
 
     def flush(self) -> None:
-        """Writes pending events where TensorBoard reads them."""
+        """Writes pending events where TensorBoard reads them (a full local disk is a warning, and
+        the end of this run's events: :meth:`jointist_jax.storage.MirroredFolder.local_writes`)."""
         if self._writer is not None:
-            self._writer.flush()
+            with self._folder.local_writes("TensorBoard events"):
+                self._writer.flush()
             self._folder.sync()
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with self._folder.local_writes("TensorBoard events"):
+                self._writer.close()
             self._folder.close()
             self._writer = None
 
