@@ -16,8 +16,10 @@ local disk, together with the cost of opening a split: seconds and bytes read, w
 index the build saves and by scanning the shards without it. With ``--latency`` as well, both
 stages are measured through scripts/gcs_fault_proxy.py adding a real bucket's time to the first
 byte (30 ms; 60 ms for 1 % of requests) beside the same proxy without it, for 4, 16 and 64
-workers; then 1 and 4 reader processes (each its own share of the global batch) read the bucket at
-once: their aggregate rate, and a check that no two read the same track.
+workers; then 1, 2 and 4 processes read the bucket at once, each through its own latency proxy:
+their aggregate rate of ranged reads alone (one read in flight per process, nothing decoded: what
+latency limits) and of the whole pipeline (each its own share of the global batch: what the CPU
+limits on a small machine), and a check that no two read the same track or record.
 One function per measurement; each returns a dict of numbers, printed by ``main``.
 """
 
@@ -221,8 +223,8 @@ def measure_latency_hidden(upstream: str, remote: str, split: str, steps: int, w
     return rows
 
 
-def _reader_process(url: str, remote: str, split: str, index: int, count: int, workers: int, steps: int,
-                    warmup: int, results) -> None:
+def _reader_process(url: str, remote: str, split: str, workers: int, steps: int, warmup: int, index: int,
+                    count: int, results) -> None:
     """One of ``count`` reader processes: joint shapes through the proxy at ``url``."""
     from scripts import gcs_emulator
 
@@ -231,10 +233,10 @@ def _reader_process(url: str, remote: str, split: str, index: int, count: int, w
                                              process=(index, count), **dict(STAGES)["joint"])))
 
 
-def measure_reader_processes(upstream: str, remote: str, split: str, count: int, workers: int, steps: int,
-                             warmup: int) -> dict:
-    """``count`` processes reading one bucket at once, each through its own latency proxy: their
-    aggregate clips/s, and the tracks each made examples of, which must not overlap within an epoch."""
+def _processes_on_one_bucket(upstream: str, count: int, target, *args) -> dict[int, dict]:
+    """Runs ``target(proxy_url, *args, index, count, [barrier,] results)`` in ``count`` spawned
+    processes, each through its own proxy to ``upstream`` with a real bucket's latency; returns
+    ``{index: what it put in results}``."""
     import multiprocessing
 
     from scripts import gcs_fault_proxy
@@ -244,8 +246,7 @@ def measure_reader_processes(upstream: str, remote: str, split: str, count: int,
     proxies = [gcs_fault_proxy.FaultProxy(upstream, latency=gcs_fault_proxy.Latency(**BUCKET_LATENCY)).start()
                for _ in range(count)]
     try:
-        procs = [context.Process(target=_reader_process, args=(p.url, remote, split, i, count, workers, steps,
-                                                               warmup, results)) for i, p in enumerate(proxies)]
+        procs = [context.Process(target=target, args=(p.url, *args, i, count, results)) for i, p in enumerate(proxies)]
         for p in procs:
             p.start()
         measured = dict(results.get(timeout=1200) for _ in procs)
@@ -254,10 +255,73 @@ def measure_reader_processes(upstream: str, remote: str, split: str, count: int,
     finally:
         for proxy in proxies:
             proxy.stop()
-    shares = [set(measured[i]["tracks"]) for i in range(count)]
-    overlap = set().union(*[a & b for i, a in enumerate(shares) for b in shares[i + 1:]])
+    return measured
+
+
+def _shared(shares: list[set]) -> list:
+    """What more than one of ``shares`` holds, sorted."""
+    return sorted(set().union(*[a & b for i, a in enumerate(shares) for b in shares[i + 1:]]))
+
+
+def measure_reader_processes(upstream: str, remote: str, split: str, count: int, workers: int, steps: int,
+                             warmup: int) -> dict:
+    """``count`` processes reading one bucket at once, each through its own latency proxy: their
+    aggregate clips/s, and the tracks each made examples of, which must not overlap within an epoch."""
+    measured = _processes_on_one_bucket(upstream, count, _reader_process, remote, split, workers, steps, warmup)
     return {"clips_per_s": sum(m["clips_per_s"] for m in measured.values()),
-            "examples": [len(m["tracks"]) for m in measured.values()], "overlap": sorted(overlap)}
+            "examples": [len(m["tracks"]) for m in measured.values()],
+            "overlap": _shared([set(measured[i]["tracks"]) for i in range(count)])}
+
+
+PROCESS_COUNTS = (1, 2, 4)
+READS_PER_PROCESS = 12
+READ_THREADS = 1
+SMALL_READ = 64 * 1024  # a read whose time is the bucket's latency rather than the transfer
+
+
+def _range_reader_process(url: str, remote: str, split: str, threads: int, reads: int, size: int | None, barrier,
+                          index: int, count: int, results) -> None:
+    """One of ``count`` processes reading ``reads`` records of its share of ``split`` (records
+    ``index``, ``index + count``, ...) through the proxy at ``url``, ``threads`` ranged reads in
+    flight, bytes only (no CRC check, no decoding); the first ``size`` bytes of each record (None:
+    all of it); every process starts reading at once."""
+    import concurrent.futures
+
+    from jointist_jax import storage
+    from jointist_jax.data import records
+    from scripts import gcs_emulator
+
+    with gcs_emulator.clients_pointed_at(url):
+        table = records.split_index(records.open_dataset(remote), split)
+        mine = list(range(index, len(table), count))[:reads]
+        with storage.RangeReader(table.files) as reader, concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            def read(i: int) -> int:
+                length = int(table.length[i]) if size is None else min(size, int(table.length[i]))
+                return len(reader.read(int(table.file_index[i]), int(table.offset[i]), length))
+
+            read(mine[0])  # the connection, opened before the clock starts
+            barrier.wait()
+            start = time.perf_counter()
+            sizes = list(pool.map(read, mine))
+            elapsed = time.perf_counter() - start
+    results.put((index, {"seconds": elapsed, "bytes": sum(sizes), "reads": len(sizes), "records": mine}))
+
+
+def measure_range_reads(upstream: str, remote: str, split: str, count: int, threads: int = READ_THREADS,
+                        reads: int = READS_PER_PROCESS, size: int | None = None) -> dict:
+    """``count`` processes reading one bucket at once, each through its own latency proxy and
+    ``threads`` reads in flight, ``size`` bytes of each record (None: whole records), nothing
+    decoded: aggregate MB/s and reads/s (all the bytes over
+    the slowest process's time), and the records read by more than one process (none expected)."""
+    import multiprocessing
+
+    barrier = multiprocessing.get_context("spawn").Barrier(count)
+    measured = _processes_on_one_bucket(upstream, count, _range_reader_process, remote, split, threads, reads,
+                                        size, barrier)
+    seconds = max(m["seconds"] for m in measured.values())
+    return {"mb_per_s": sum(m["bytes"] for m in measured.values()) / seconds / 1e6,
+            "reads_per_s": sum(m["reads"] for m in measured.values()) / seconds,
+            "overlap": _shared([set(measured[i]["records"]) for i in range(count)])}
 
 
 def print_latency(upstream: str, remote: str, args) -> None:
@@ -268,15 +332,32 @@ def print_latency(upstream: str, remote: str, args) -> None:
     for r in measure_latency_hidden(upstream, remote, args.split, args.steps, args.warmup):
         print(f"  {r['stage']:<14} {r['workers']:>7} {r['plain']:>11.1f} {r['latency']:>9.1f} "
               f"{r['latency'] / r['plain']:>6.2f}")
+    print_reader_processes(upstream, remote, args)
+
+
+def print_reader_processes(upstream: str, remote: str, args) -> None:
+    """1, 2 and 4 processes reading the bucket at once: ranged reads alone, and the whole pipeline."""
     workers = pipeline.REMOTE_WORKERS
-    one = measure_reader_processes(upstream, remote, args.split, 1, workers, args.steps, args.warmup)
-    four = measure_reader_processes(upstream, remote, args.split, 4, workers, args.steps, args.warmup)
-    print(f"reader processes on one bucket (joint shapes, latency on, {workers} workers each): "
-          f"1 process {one['clips_per_s']:.1f} clips/s, 4 processes {four['clips_per_s']:.1f} clips/s "
-          f"({four['clips_per_s'] / one['clips_per_s']:.2f}x); examples per process {four['examples']}, "
-          f"(epoch, track) made by more than one: {four['overlap'] or 'none'}")
-    if four["overlap"]:
-        raise AssertionError(f"reader processes read the same tracks: {four['overlap']}")
+    print("reader processes on one bucket at once, each through its own latency proxy, aggregate of all:")
+    for size, what in ((None, "whole records"), (SMALL_READ, f"the first {SMALL_READ // 1024} kB of each record")):
+        reads = {n: measure_range_reads(upstream, remote, args.split, n, size=size) for n in PROCESS_COUNTS}
+        print(f"  ranged reads only ({what}; {READ_THREADS} read in flight per process, {READS_PER_PROCESS} "
+              f"reads each, nothing decoded): "
+              + ", ".join(f"{n} process{'es' if n > 1 else ''} {r['mb_per_s']:.1f} MB/s ({r['reads_per_s']:.1f} "
+                          f"reads/s)" for n, r in reads.items())
+              + f" ({reads[PROCESS_COUNTS[-1]]['reads_per_s'] / reads[1]['reads_per_s']:.2f}x)")
+    clips = {n: measure_reader_processes(upstream, remote, args.split, n, workers, args.steps, args.warmup)
+             for n in PROCESS_COUNTS}
+    print(f"  whole pipeline (CPU-bound here: joint shapes, {workers} workers each, each its share of the "
+          f"global batch): " + ", ".join(f"{n} process{'es' if n > 1 else ''} {c['clips_per_s']:.1f} clips/s"
+                                         for n, c in clips.items())
+          + f" ({clips[PROCESS_COUNTS[-1]]['clips_per_s'] / clips[1]['clips_per_s']:.2f}x)")
+    last = clips[PROCESS_COUNTS[-1]]
+    overlap = last["overlap"] + reads[PROCESS_COUNTS[-1]]["overlap"]
+    print(f"  shares: examples per process {last['examples']}, (epoch, track) made by more than one process "
+          f"and records read by more than one: {overlap or 'none'}")
+    if overlap:
+        raise AssertionError(f"reader processes read the same tracks or records: {overlap}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure from a GCS emulator on 127.0.0.1 (needs the dev extra)")
     parser.add_argument("--latency", action="store_true",
                         help="with --gcs_emulator: also through a proxy adding a real bucket's latency, for "
-                             f"{', '.join(map(str, WORKER_COUNTS))} workers, and 1 vs 4 reader processes")
+                             f"{', '.join(map(str, WORKER_COUNTS))} workers, and 1, 2 and 4 reader processes")
     args = parser.parse_args(argv)
     if not args.data_dir and not args.slakh_dir:
         parser.error("pass --data_dir (built with `python -m data_pipelines.build_slakh`) or --slakh_dir; "
