@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import launch_helpers
+
 from jointist_jax import xla_flags
 
 # Nothing above imports jax, so the device count still takes effect.
@@ -66,6 +68,13 @@ def longest_first(items: list, workers: int, seconds: dict[str, float]) -> list:
 
 def pytest_collection_modifyitems(config, items):
     items[:] = longest_first(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), LONGEST_TESTS)
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """After each test, the launch/train.py processes it started that still run are killed."""
+    yield
+    launch_helpers.kill_leftovers()
 
 
 # Tiny dataset: 2-s clips so the runlocal configs (clip_seconds=2) can train on it.
