@@ -18,14 +18,32 @@ TRAIN = str(ROOT / "launch" / "train.py")
 TOPOLOGY_TOLERANCE = 1e-5
 
 
+# The processes :func:`run_train` started that may still run (tests/conftest.py kills them after
+# each test: a test that fails while one trains would leave it training beside the next tests).
+STARTED: list[subprocess.Popen] = []
+
+
 def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, env: dict | None = None,
               runner: list[str] = (), **popen) -> subprocess.Popen:
     """Starts launch/train.py as another process with ``devices`` simulated CPU devices; ``env`` is
     added to the environment, ``runner`` (a script that runs the next one) goes before train.py."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
-    return subprocess.Popen([sys.executable, *runner, TRAIN, *args], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *runner, TRAIN, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
+    STARTED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> list[subprocess.Popen]:
+    """SIGKILLs the processes :func:`run_train` started that still run (SIGTERM would make a
+    trainer save first); returns them."""
+    killed = [proc for proc in STARTED if proc.poll() is None]
+    for proc in killed:
+        proc.kill()
+        proc.wait()
+    STARTED.clear()
+    return killed
 
 
 def config_flags(name: str, data_dir, workdir, **overrides) -> list[str]:

@@ -1,13 +1,16 @@
-"""The order tests are dealt to pytest-xdist workers (tests/conftest.py): each long test starts a
-worker's slice, and every test named there still exists."""
+"""The test set-up (tests/conftest.py): the order tests are dealt to pytest-xdist workers (each
+long test starts a worker's slice, and every test named there still exists), and no training
+process a test started outlives it."""
 
 from __future__ import annotations
 
 import ast
+import signal
 import types
 
 from conftest import LONGEST_TESTS, longest_first
-from launch_helpers import ROOT
+import launch_helpers
+from launch_helpers import ROOT, run_train
 
 
 def _items(names):
@@ -28,3 +31,12 @@ def test_every_listed_test_exists():
         tree = ast.parse((ROOT / path).read_text())
         functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert name.split("[")[0] in functions, nodeid
+
+
+def test_a_run_still_going_after_its_test_is_killed():
+    done = run_train([], runner=["-c", "pass"])
+    done.wait()
+    going = run_train([], runner=["-c", "import time; time.sleep(600)"])  # stands in for train.py
+    assert launch_helpers.kill_leftovers() == [going]
+    assert going.returncode == -signal.SIGKILL and done.returncode == 0
+    assert launch_helpers.STARTED == []
