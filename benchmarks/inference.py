@@ -168,10 +168,12 @@ def bounded_memory(args) -> int:
     counts = [int(c) for c in args.instruments.split(",")]
     length = int(args.seconds * SAMPLE_RATE)
     separate = not args.no_separation
+    spec = WindowSpec(hop=int(args.window_hops.split(",")[0]))  # the first hop only
     print(f"device: {jax.devices()[0].device_kind}; size {args.size}; song {args.seconds:g} s; separation "
-          f"{separate}; batch_windows {args.batch_windows}; memory budget {budget / memory.MB:.0f} MB", flush=True)
+          f"{separate}; batch_windows {args.batch_windows}; window hop {spec.hop}; memory budget "
+          f"{budget / memory.MB:.0f} MB", flush=True)
     predictor = Predictor(build(args.size), batch_windows=args.batch_windows, max_rows=args.max_rows or None,
-                          memory_budget=budget)
+                          memory_budget=budget, spec=spec)
     song = 0.1 * np.random.default_rng(0).standard_normal(length).astype(np.float32)
     for k in counts:
         with tempfile.TemporaryDirectory() as out:
