@@ -509,6 +509,47 @@ def test_mismatched_checkpoint_names_path_and_mismatch(runs, tone, tmp_path, cap
     assert not (tmp_path / "o" / "tone").exists()
 
 
+# Peak resident memory of a child process, read by a fresh parent that has no other child.
+_CHILD_PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+LONG_SONG_BUDGET_MB = 2500
+
+
+@pytest.mark.slow
+def test_two_hour_song_in_bounded_memory(runs, tmp_path):
+    """A 2-hour song through jointist-transcribe under --memory_budget: peak RSS within the budget,
+    every output written (windows without overlap: half the calls of the default)."""
+    import subprocess
+    import sys
+
+    seconds = 2 * 3600
+    song = tmp_path / "two_hours.wav"
+    with soundfile.SoundFile(song, "w", samplerate=SR, channels=1, subtype="PCM_16") as sound:
+        minute = np.arange(60 * SR) / SR
+        for m in range(seconds // 60):  # a different tone each minute over quiet noise, one minute at a time
+            noise = 0.01 * np.random.default_rng(m).standard_normal(minute.shape[0])
+            sound.write((0.2 * np.sin(2 * np.pi * (110 + 5 * m) * minute) + noise).astype(np.float32))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD_PEAK_RSS, sys.executable, "-m", "jointist_jax.inference.cli",
+         "--checkpoint", str(runs["transcription"]), "--audio", str(song), "--out", str(out),
+         "--instruments", "piano", "--window_hop", "160000", "--memory_budget", f"{LONG_SONG_BUDGET_MB}MB",
+         "--quiet"], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    peak_mb = int(result.stdout.split()[-1]) / 1024
+    print(f"2-hour song: peak RSS {peak_mb:.0f} MB (budget {LONG_SONG_BUDGET_MB} MB)")
+    assert peak_mb <= LONG_SONG_BUDGET_MB
+    folder = out / "two_hours"
+    document = json.loads((folder / "two_hours.notes.json").read_text())
+    assert document["duration_seconds"] == seconds
+    assert [i["class_name"] for i in document["instruments"]] == ["Piano"]
+    with np.load(folder / "two_hours.posteriorgrams.npz") as z:
+        assert z["transcribed_classes"].tolist() == [0]
+        frame = z["frame_output"]
+    assert frame.shape == (1, seconds * 100 + 1, 88) and frame[0, -1].any()
+    assert pretty_midi.PrettyMIDI(str(folder / "two_hours.mid")).instruments[0].name == "Piano"
+
+
 # ----------------------------------------------------------------------------------- units
 
 

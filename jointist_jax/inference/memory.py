@@ -10,7 +10,7 @@ A song's inference holds three kinds of memory:
   (:meth:`~jointist_jax.inference.predictor.Predictor.predict_groups`), plus one instrument's
   decoding temporaries. The outputs of the other instruments are on disk by then;
 * one model call: a fixed part plus a part per instrument (:class:`GroupBytes`, measured from
-  the compiled step's memory analysis by the
+  the compiled step's memory analysis, its temporaries times :data:`TEMP_FACTOR`, by the
   :class:`~jointist_jax.inference.predictor.Predictor`).
 
 :func:`instruments_per_call` picks the largest group of instruments whose call and outputs fit
@@ -29,6 +29,11 @@ MB = 1 << 20
 AVAILABLE_SHARE = 0.9
 # Share of the budget left over as slack (allocator fragmentation, compiling a new call shape).
 SLACK_SHARE = 0.08
+# What a call's temporaries really take over what the compiled step's memory analysis reports:
+# on the CPU backend the full-size joint model's peak RSS above the process before a call was
+# 1.6x (1 instrument), 1.8x (2) and 1.9x (4) its ``temp_size_in_bytes`` (measured on a 2-core
+# CPU, /proc/self/status VmHWM after resetting it).
+TEMP_FACTOR = 2.0
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": MB, "MB": MB, "G": 1 << 30, "GB": 1 << 30}
 
@@ -105,10 +110,11 @@ def budget_of(text: str | None) -> int:
 def output_bytes(length: int, *, num_frames: int, transcribe: bool, separate: bool) -> GroupBytes:
     """A group's outputs over a song of ``length`` samples and ``num_frames`` frames: per
     instrument, its onset and frame posteriorgrams (float32, 88 keys) and its stem; fixed,
-    decoding one instrument (a copy of each of its two posteriorgrams at most)."""
-    posteriorgrams = 2 * num_frames * 88 * 4 if transcribe else 0
+    decoding one instrument (:func:`jointist_jax.rolls.decode_note_frames`: two int32 and four
+    boolean (T, 88) temporaries, 3 x one posteriorgram)."""
+    posteriorgram = num_frames * 88 * 4 if transcribe else 0
     stem = length * 4 if separate else 0
-    return GroupBytes(fixed=posteriorgrams, per_instrument=posteriorgrams + stem)
+    return GroupBytes(fixed=3 * posteriorgram, per_instrument=2 * posteriorgram + stem)
 
 
 def instruments_per_call(budget: int, *, held: int, outputs: GroupBytes,

@@ -164,16 +164,17 @@ class Predictor:
         return self._executables[key]
 
     def call_cost(self, separate: bool, num_instruments: int) -> memory.GroupBytes:
-        """Bytes of one call (XLA's temporaries plus the outputs twice: device buffers and host
-        copies), from the memory analysis of the step compiled for 1 and 2 instruments (small,
-        quick compilations); for a single instrument, all of its call counts per instrument."""
+        """Bytes of one call (XLA's temporaries times :data:`~jointist_jax.inference.memory.TEMP_FACTOR`
+        plus the outputs twice: device buffers and host copies), from the memory analysis of the
+        step compiled for 1 and 2 instruments (small, quick compilations); for a single
+        instrument, all of its call counts per instrument."""
         sizes = []
         for group in range(1, min(num_instruments, 2) + 1):
             analysis = self._executable(separate, group).memory_analysis()
             if analysis is None:
                 raise memory.MemoryBudgetError(f"the {jax.default_backend()} backend reports no memory analysis; "
                                                "give max_rows instead of a memory budget")
-            sizes.append(analysis.temp_size_in_bytes + 2 * analysis.output_size_in_bytes)
+            sizes.append(int(memory.TEMP_FACTOR * analysis.temp_size_in_bytes) + 2 * analysis.output_size_in_bytes)
         if len(sizes) == 1:
             return memory.GroupBytes(fixed=0, per_instrument=sizes[0])
         per_instrument = max(sizes[1] - sizes[0], 1)
