@@ -533,8 +533,8 @@ def test_two_hour_song_in_bounded_memory(runs, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _CHILD_PEAK_RSS, sys.executable, "-m", "jointist_jax.inference.cli",
          "--checkpoint", str(runs["transcription"]), "--audio", str(song), "--out", str(out),
-         "--instruments", "piano", "--window_hop", "160000", "--memory_budget", f"{LONG_SONG_BUDGET_MB}MB",
-         "--quiet"], capture_output=True, text=True, timeout=1200)
+         "--instruments", "piano", "--window_hop", "160000", "--batch_windows", "4",
+         "--memory_budget", f"{LONG_SONG_BUDGET_MB}MB", "--quiet"], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr
     peak_mb = int(result.stdout.split()[-1]) / 1024
     print(f"2-hour song: peak RSS {peak_mb:.0f} MB (budget {LONG_SONG_BUDGET_MB} MB)")

@@ -30,6 +30,10 @@ from jointist_jax.music import FRAMES_PER_SECOND, SAMPLE_RATE, Notes
 # Bytes copied at a time from the posteriorgram files into the .npz.
 COPY_CHUNK = 16 << 20
 POSTERIORGRAMS = ("frame_output", "reg_onset_output")
+# zlib level of the .npz: 1 deflates noisy float32 posteriorgrams 2.6x faster than
+# np.savez_compressed's 6 (1.8 s against 4.6 s of CPU per 50 MB, measured on a 2-core CPU), to
+# about the same size (0.79 against 0.81 of the raw bytes).
+NPZ_COMPRESSION = 1
 
 
 def stem_filename(class_id: int) -> str:
@@ -98,10 +102,11 @@ class SongWriter:
                 audio_io.write_wav(temp / "stems" / stem_filename(class_id), stem)
 
     def _write_posteriorgrams(self, path) -> None:
-        """The ``.npz`` of the appended posteriorgrams, copied in chunks (as ``np.savez_compressed``
-        writes it: one deflated ``.npy`` per array)."""
+        """The ``.npz`` of the appended posteriorgrams, copied in chunks (laid out as
+        ``np.savez_compressed`` writes it: one deflated ``.npy`` per array)."""
         shape = (len(self.class_ids), self._frames, 88)
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSION,
+                             allowZip64=True) as archive:
             for name in POSTERIORGRAMS:
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
                     np.lib.format.write_array_header_1_0(
