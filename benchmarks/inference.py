@@ -11,8 +11,8 @@ r"""Real-time factor of whole-song inference: recognizer + transcriber + separat
 
 With ``--memory_budget`` each case runs once, without a warm-up (whose one-window song would choose
 other rows per call), from the predictor to the song's folder written by
-:func:`jointist_jax.inference.outputs.write_song`; it prints the rows per call the budget gave and
-the peak resident memory.
+:func:`jointist_jax.inference.songs.transcribe_into` (one group of instruments in memory at a
+time); it prints the rows per call the budget gave and the peak resident memory.
 
 Freshly initialised weights (timing does not depend on them). Each case is compiled first on a
 one-window song (the window batch shape is fixed, so the song reuses that compilation), then
@@ -168,19 +168,20 @@ def bounded_memory(args) -> int:
     counts = [int(c) for c in args.instruments.split(",")]
     length = int(args.seconds * SAMPLE_RATE)
     separate = not args.no_separation
+    spec = WindowSpec(hop=int(args.window_hops.split(",")[0]))  # the first hop only
     print(f"device: {jax.devices()[0].device_kind}; size {args.size}; song {args.seconds:g} s; separation "
-          f"{separate}; batch_windows {args.batch_windows}; memory budget {budget / memory.MB:.0f} MB", flush=True)
+          f"{separate}; batch_windows {args.batch_windows}; window hop {spec.hop}; memory budget "
+          f"{budget / memory.MB:.0f} MB", flush=True)
     predictor = Predictor(build(args.size), batch_windows=args.batch_windows, max_rows=args.max_rows or None,
-                          memory_budget=budget)
+                          memory_budget=budget, spec=spec)
     song = 0.1 * np.random.default_rng(0).standard_normal(length).astype(np.float32)
     for k in counts:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            output = songs.predict_and_decode(predictor, song, list(range(k)), separate=separate)
-            outputs.write_song(out, "song", source="noise", num_samples=length, prediction=output.prediction,
-                               notes_by_class=output.notes)
+            with outputs.SongWriter(out, "song", source="noise", num_samples=length) as writer:
+                notes = songs.transcribe_into(writer, predictor, song, list(range(k)), separate=separate)
+                writer.finish(notes)
             seconds = time.perf_counter() - start
-        del output
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"K {k:>2}: {predictor.rows_per_call} rows per call; {seconds:.1f} s with compiling and writing; "
               f"peak RSS so far {peak_mb:.0f} MB (budget {budget / memory.MB:.0f} MB)", flush=True)

@@ -19,36 +19,47 @@ def test_parse_size():
             memory.parse_size(bad)
 
 
-def test_song_bytes_of_39_instruments_and_5_minutes():
+def test_output_bytes_count_one_group_not_the_song():
     length = 300 * 16000
     frames = length // 160 + 1
-    windows = 59
-    both = memory.song_bytes(39, length, num_windows=windows, window=160000, num_frames=frames,
-                             transcribe=True, separate=True)
-    # windows + 2 stitched posteriorgrams + 2 written 39-class copies + stems, float32
-    assert both == 4 * (windows * 160000 + 4 * 39 * frames * 88 + 39 * length)
-    assert round(both / MB) == 2321  # MiB
-    stems_only = memory.song_bytes(3, length, num_windows=windows, window=160000, num_frames=frames,
-                                   transcribe=False, separate=True)
-    assert stems_only == 4 * (windows * 160000 + 3 * length)
+    both = memory.output_bytes(length, num_frames=frames, transcribe=True, separate=True)
+    # per instrument: its 2 stitched posteriorgrams and its stem; fixed: decoding one instrument
+    assert both == memory.GroupBytes(fixed=3 * frames * 88 * 4, per_instrument=4 * (2 * frames * 88 + length))
+    assert round(both.bytes_for(1) / MB) == 69  # MiB: one instrument of a 5-minute song
+    assert memory.output_bytes(length, num_frames=frames, transcribe=False, separate=True) == memory.GroupBytes(
+        fixed=0, per_instrument=4 * length)
+    # The budget an instrument per call needs is the same for 1 and for 39 instruments: the other
+    # groups' outputs are written and freed before a group starts.
+    cost = memory.GroupBytes(fixed=100 * MB, per_instrument=50 * MB)
+    held = 1250 * MB
+    need = held + cost.bytes_for(1) + both.bytes_for(1)
+    budget = int(np.ceil(need / (1 - memory.SLACK_SHARE)))
+    for k in (1, 2, 39):
+        assert memory.instruments_per_call(budget, held=held, outputs=both, cost=cost, num_instruments=k) == 1
+        with pytest.raises(memory.MemoryBudgetError, match="too small"):
+            memory.instruments_per_call(budget - MB, held=held, outputs=both, cost=cost, num_instruments=k)
 
 
 def test_instruments_per_call_follow_the_budget():
-    cost = memory.CallCost(fixed=100 * MB, per_instrument=50 * MB)
-    held, song = 800 * MB, 400 * MB
+    cost = memory.GroupBytes(fixed=100 * MB, per_instrument=50 * MB)
+    outputs = memory.GroupBytes(fixed=20 * MB, per_instrument=30 * MB)
+    held = 800 * MB
 
     def budget_for(instruments: float) -> int:
-        # budget * (1 - slack) = held + song + fixed + instruments * per_instrument
-        return int(np.ceil((held + song + cost.bytes_for(0) + instruments * cost.per_instrument)
+        # budget * (1 - slack) = held + fixed parts + instruments * (call + outputs per instrument)
+        return int(np.ceil((held + cost.fixed + outputs.fixed + instruments * (cost.per_instrument +
+                                                                                outputs.per_instrument))
                            / (1 - memory.SLACK_SHARE)))
 
     for room, expected in ((1.0, 1), (1.99, 1), (3.5, 3), (8.0, 8)):
-        assert memory.instruments_per_call(budget_for(room), held=held, song=song, cost=cost,
+        assert memory.instruments_per_call(budget_for(room), held=held, outputs=outputs, cost=cost,
                                            num_instruments=39) == expected
-    assert memory.instruments_per_call(budget_for(50), held=held, song=song, cost=cost, num_instruments=5) == 5
-    with pytest.raises(memory.MemoryBudgetError, match=r"memory_budget 1462 MB is too small: the process holds 800 MB, "
-                                                       r"the song's outputs need 400 MB .* one instrument 150 MB"):
-        memory.instruments_per_call(budget_for(0.9), held=held, song=song, cost=cost, num_instruments=39)
+    assert memory.instruments_per_call(budget_for(50), held=held, outputs=outputs, cost=cost,
+                                       num_instruments=5) == 5
+    with pytest.raises(memory.MemoryBudgetError, match=r"memory_budget 1078 MB is too small: the process holds 800 MB, "
+                                                       r"one instrument's outputs over the song need 50 MB .* one "
+                                                       r"instrument 150 MB"):
+        memory.instruments_per_call(budget_for(0.9), held=held, outputs=outputs, cost=cost, num_instruments=39)
 
 
 def test_default_budget_is_held_plus_available_memory():
@@ -74,25 +85,24 @@ def test_predictor_rows_per_call_follow_the_budget(monkeypatch):
     assert cost.per_instrument > 1 * MB and cost.fixed >= 0
     whole = predictor.predict(waveform, classes, separate=True)
     assert predictor.rows_per_call == 4
-    song = memory.song_bytes(2, waveform.shape[0], num_windows=2, window=160000, num_frames=12 * 100 + 1,
-                             transcribe=True, separate=True)
+    outputs = memory.output_bytes(waveform.shape[0], num_frames=12 * 100 + 1, transcribe=True, separate=True)
     # What the process holds moves by ~100 MB as freed buffers go back to the system: fixed here.
     held = 700 * MB
     monkeypatch.setattr(memory, "process_rss_bytes", lambda: held)
-    room = held + song + cost.fixed + 1.5 * cost.per_instrument
+    room = held + outputs.fixed + cost.fixed + 1.5 * (cost.per_instrument + outputs.per_instrument)
     predictor.memory_budget = int(room / (1 - memory.SLACK_SHARE))
     budgeted = predictor.predict(waveform, classes, separate=True)
     assert predictor.rows_per_call == 2  # 2 windows x 1 instrument: 2 do not fit
     np.testing.assert_allclose(budgeted.frame_output, whole.frame_output, atol=1e-5)
     np.testing.assert_allclose(budgeted.waveform, whole.waveform, atol=1e-5)
-    predictor.memory_budget = int((held + song + cost.bytes_for(5)) / (1 - memory.SLACK_SHARE))
+    predictor.memory_budget = int((held + cost.bytes_for(5) + outputs.bytes_for(5)) / (1 - memory.SLACK_SHARE))
     predictor.max_rows = 2  # the smaller of the two limits
     predictor.predict(waveform, classes, separate=True)
     assert predictor.rows_per_call == 2
     predictor.max_rows = None
     predictor.predict(waveform, classes, separate=True)
     assert predictor.rows_per_call == 4
-    predictor.memory_budget = int((held + song) / (1 - memory.SLACK_SHARE))
+    predictor.memory_budget = int((held + outputs.bytes_for(1) + cost.fixed) / (1 - memory.SLACK_SHARE))
     with pytest.raises(memory.MemoryBudgetError, match="too small"):
         predictor.predict(waveform, classes, separate=True)
 

@@ -2,8 +2,8 @@
 
 One worker thread takes the jobs in order and runs each through the song path of
 ``jointist-transcribe`` (:func:`jointist_jax.inference.songs.choose_instruments`,
-:func:`~jointist_jax.inference.songs.predict_and_decode`,
-:func:`jointist_jax.inference.outputs.write_song`), so a page's MIDI file is the CLI's. Beside the
+:func:`~jointist_jax.inference.songs.transcribe_into` a
+:class:`jointist_jax.inference.outputs.SongWriter`), so a page's MIDI file is the CLI's. Beside the
 song's folder each job writes what the page shows: one piano-roll PNG per instrument, the mix as
 a 16-kHz WAV, and a zip of everything. A job that fails keeps a message in words for the page;
 nothing a job does can stop the worker.
@@ -65,6 +65,10 @@ class Job:
     @property
     def results(self) -> Path:
         return self.folder / "results"
+
+    def start(self, stage: str, windows: int) -> None:
+        """A stage of ``windows`` window calls starts (a :class:`~jointist_jax.inference.songs.Progress`)."""
+        self.stage, self.done_windows, self.total_windows = stage, 0, windows
 
     def advance(self, windows: int) -> None:
         self.done_windows += windows
@@ -155,30 +159,25 @@ class Engine:
         predictor, options = self.predictor, job.options
         job.stage = "reading the audio"
         waveform = audio_io.load_audio(job.upload)
-        windows = predictor.spec.num_windows(waveform.shape[0])
         class_ids = job.class_ids
-        job.total_windows = windows * (1 if class_ids else 2)
         extra = {"instrument_selection": "user"}
-        if class_ids is None:
-            job.stage = "recognizing the instruments"
-            choice = songs.choose_instruments(predictor, waveform, options, progress=job.advance)
-            class_ids = choice.classes
-            extra = {"instrument_selection": f"recognizer ({options.ir_aggregate})",
-                     "recognizer_detected_none": choice.detected_none}
-        job.stage = "transcribing and separating" if self.separate else "transcribing"
-        output = songs.predict_and_decode(predictor, waveform, class_ids, options, separate=self.separate,
-                                          progress=job.advance)
-        job.stage = "writing the results"
         name = song_name(job.filename)
-        extra.update(onset_threshold=options.onset_threshold, frame_threshold=options.frame_threshold)
-        folder = outputs.write_song(job.results, name, source=job.filename, num_samples=waveform.shape[0],
-                                    prediction=output.prediction, notes_by_class=output.notes, extra=extra)
+        with outputs.SongWriter(job.results, name, source=job.filename, num_samples=waveform.shape[0]) as writer:
+            if class_ids is None:
+                choice = songs.choose_instruments(predictor, waveform, options, progress=job)
+                class_ids = choice.classes
+                extra = {"instrument_selection": f"recognizer ({options.ir_aggregate})",
+                         "recognizer_detected_none": choice.detected_none}
+            notes = songs.transcribe_into(writer, predictor, waveform, class_ids, options, separate=self.separate,
+                                          progress=job)
+            job.start("writing the results", 0)
+            extra.update(onset_threshold=options.onset_threshold, frame_threshold=options.frame_threshold)
+            folder = writer.finish(notes, extra=extra)
         duration = waveform.shape[0] / SAMPLE_RATE
         (folder / "pianorolls").mkdir()
         for class_id in class_ids:
-            notes = output.notes.get(class_id, Notes.empty())
             (folder / "pianorolls" / f"{class_file_stem(class_id)}.png").write_bytes(
-                pianoroll_png.pianoroll_png({class_id: notes}, duration=duration))
+                pianoroll_png.pianoroll_png({class_id: notes.get(class_id, Notes.empty())}, duration=duration))
         audio_io.write_wav(folder / "mix.wav", waveform)
         shutil.make_archive(str(job.results / name), "zip", root_dir=job.results, base_dir=name)
         return {
@@ -189,7 +188,7 @@ class Engine:
                       "mix": f"{name}/mix.wav"},
             "instruments": [
                 {"class_index": c, "name": instruments.CLASS_NAMES[c],
-                 "notes": len(output.notes.get(c, Notes.empty())),
+                 "notes": len(notes.get(c, Notes.empty())),
                  "pianoroll": f"{name}/pianorolls/{class_file_stem(c)}.png",
                  "stem": f"{name}/stems/{outputs.stem_filename(c)}" if self.separate else None}
                 for c in class_ids],

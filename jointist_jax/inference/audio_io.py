@@ -1,7 +1,8 @@
 """Reading songs (wav/flac/ogg/mp3, any rate, mono or stereo) and writing 16-kHz stems.
 
 Decoding uses libsndfile through ``soundfile`` (1.1+ reads MP3 and Ogg/Vorbis without ffmpeg);
-channels are averaged to mono and the signal is resampled to 16 kHz with soxr (``librosa``).
+channels are averaged to mono block by block (a long song is held once, as mono samples) and the
+signal is resampled to 16 kHz with soxr (``librosa``).
 Songs may be local or in a bucket (``gs://``; read through :mod:`jointist_jax.storage`).
 """
 
@@ -19,6 +20,8 @@ from jointist_jax.music import SAMPLE_RATE
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # Peak below which a song counts as silent (about -120 dBFS): nothing to transcribe.
 SILENCE_PEAK = 1e-6
+# Frames decoded (and samples checked) at a time.
+BLOCK = 1 << 20
 
 
 class AudioError(ValueError):
@@ -47,21 +50,47 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise AudioError(f"{str(path)!r}: no such audio file")
     check_extension(path)
     try:
-        data, rate = soundfile.read(storage.source(path), dtype="float32", always_2d=True)
+        mono, rate = _read_mono(storage.source(path))
     except (soundfile.LibsndfileError, RuntimeError, EOFError) as error:
         raise AudioError(f"{str(path)!r}: cannot decode audio ({error})") from error
-    if data.shape[0] == 0:
+    if mono.shape[0] == 0:
         raise AudioError(f"{str(path)!r}: the audio is empty (0 samples)")
-    mono = data.mean(axis=1)
     if rate != sample_rate:
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32,
+                                                                                                     copy=False)
     if mono.shape[0] == 0:
         raise AudioError(f"{str(path)!r}: the audio is shorter than one sample at {sample_rate} Hz")
-    if not np.all(np.isfinite(mono)):
+    peak = _peak(mono)
+    if not np.isfinite(peak):
         raise AudioError(f"{str(path)!r}: the audio contains NaN or infinite samples")
-    if np.max(np.abs(mono)) < SILENCE_PEAK:
+    if peak < SILENCE_PEAK:
         raise AudioError(f"{str(path)!r}: the audio is silent (peak below {SILENCE_PEAK:g}); nothing to transcribe")
     return mono
+
+
+def _read_mono(source) -> tuple[np.ndarray, int]:
+    """(mono float32 samples, rate) of a sound file, decoded :data:`BLOCK` frames at a time into
+    one array (its length from the file's header, trimmed or grown if the decoder disagrees)."""
+    with soundfile.SoundFile(source) as sound:
+        mono = np.empty(max(sound.frames, 0), np.float32)
+        filled = 0
+        for block in sound.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+            if filled + block.shape[0] > mono.shape[0]:
+                mono = np.concatenate([mono[:filled], np.empty(max(filled + block.shape[0], 2 * filled), np.float32)])
+            np.mean(block, axis=1, out=mono[filled:filled + block.shape[0]])
+            filled += block.shape[0]
+        return mono[:filled], sound.samplerate
+
+
+def _peak(samples: np.ndarray) -> float:
+    """The largest absolute sample, NaN or infinite if any sample is (checked block by block)."""
+    peak = 0.0
+    for first in range(0, samples.shape[0], BLOCK):
+        block_peak = float(np.max(np.abs(samples[first:first + BLOCK])))
+        if not np.isfinite(block_peak):
+            return block_peak
+        peak = max(peak, block_peak)
+    return peak
 
 
 def find_audio_files(path) -> list[storage.Path]:

@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class WindowBar:
+    """A song's :class:`~jointist_jax.inference.songs.Progress` on a tqdm bar: one bar per stage."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def start(self, stage: str, windows: int) -> None:
+        self.bar.reset(total=windows)
+        self.bar.set_description(stage)
+
+    def advance(self, windows: int) -> None:
+        self.bar.update(windows)
+
+
 class UsageError(ValueError):
     """A set-up error reported before any song is processed."""
 
@@ -146,32 +160,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"{PROG}: skipping song: {error}", file=sys.stderr)
             failures += 1
             continue
-        num_windows = predictor.spec.num_windows(waveform.shape[0])
         extra = {"instrument_selection": "user"}
         song_classes = class_ids
-        with tqdm(total=num_windows * (1 if class_ids else 2), desc="windows", unit="window", leave=False,
-                  disable=args.quiet) as bar:
-            if song_classes is None:
-                choice = songs.choose_instruments(predictor, waveform, options, progress=bar.update)
-                song_classes = choice.classes
-                extra = {"instrument_selection": f"recognizer ({args.ir_aggregate})",
-                         "recognizer_window_probabilities": choice.window_probabilities.tolist()}
-                if choice.detected_none:
-                    print(f"{PROG}: {name}: the recognizer detected no instrument; transcribing all "
-                          f"{instruments.NUM_CLASSES} classes (as the reference does)", file=sys.stderr)
-                    extra["recognizer_detected_none"] = True
-            output = songs.predict_and_decode(predictor, waveform, song_classes, options, separate=args.separate,
-                                              progress=bar.update)
-        prediction, notes = output.prediction, output.notes
-        if args.restore_bass_octave:
-            notes = postprocess.shift_notes(notes, bass_classes, -instruments.BASS_OCTAVE_SHIFT)
-        extra.update(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
-                     min_note_frames=args.min_note_frames, bass_octave_restored=args.restore_bass_octave)
         try:
-            outputs.write_song(out_dir, name, source=str(path), num_samples=waveform.shape[0],
-                               prediction=prediction, notes_by_class=notes,
-                               min_midi_duration=args.min_midi_duration, extra=extra)
-        except OSError as error:  # e.g. disk full: nothing of this song is left behind (outputs.write_song)
+            with outputs.SongWriter(out_dir, name, source=str(path), num_samples=waveform.shape[0]) as writer, \
+                    tqdm(unit="window", leave=False, disable=args.quiet) as bar:
+                progress = WindowBar(bar)
+                if song_classes is None:
+                    choice = songs.choose_instruments(predictor, waveform, options, progress=progress)
+                    song_classes = choice.classes
+                    extra = {"instrument_selection": f"recognizer ({args.ir_aggregate})",
+                             "recognizer_window_probabilities": choice.window_probabilities.tolist()}
+                    if choice.detected_none:
+                        print(f"{PROG}: {name}: the recognizer detected no instrument; transcribing all "
+                              f"{instruments.NUM_CLASSES} classes (as the reference does)", file=sys.stderr)
+                        extra["recognizer_detected_none"] = True
+                notes = songs.transcribe_into(writer, predictor, waveform, song_classes, options,
+                                              separate=args.separate, progress=progress)
+                if args.restore_bass_octave:
+                    notes = postprocess.shift_notes(notes, bass_classes, -instruments.BASS_OCTAVE_SHIFT)
+                extra.update(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
+                             min_note_frames=args.min_note_frames, bass_octave_restored=args.restore_bass_octave)
+                writer.finish(notes, min_midi_duration=args.min_midi_duration, extra=extra)
+        except OSError as error:  # e.g. disk full: nothing of this song is left behind (outputs.SongWriter)
             print(f"{PROG}: {name}: could not write the results: {error}", file=sys.stderr)
             failures += 1
     song_bar.close()

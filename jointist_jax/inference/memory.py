@@ -2,19 +2,20 @@
 
 A song's inference holds three kinds of memory:
 
-* what the process already holds when the song starts (runtime, weights, compiled programs):
-  read from ``/proc/self/statm`` (:func:`process_rss_bytes`);
-* the song's outputs, which grow with the song and the number of instruments K
-  (:func:`song_bytes`): the stitched (K, T, 88) onset and frame posteriorgrams, the (K, L)
-  stems, the song's windows and, when the song is written, the (39, T, 88) posteriorgram copies
-  of its ``.npz`` file;
-* one model call: a fixed part plus a part per instrument (:class:`CallCost`, measured from
-  the compiled step's memory analysis by the
+* what the process already holds when the song starts (runtime, weights, compiled programs, the
+  song's samples): read from ``/proc/self/statm`` (:func:`process_rss_bytes`);
+* the outputs of one group of instruments, which grow with the song and the group
+  (:func:`output_bytes`): the group's stitched (g, T, 88) onset and frame posteriorgrams and
+  (g, L) stems, finished over the whole song, decoded and written before the next group starts
+  (:meth:`~jointist_jax.inference.predictor.Predictor.predict_groups`), plus one instrument's
+  decoding temporaries. The outputs of the other instruments are on disk by then;
+* one model call: a fixed part plus a part per instrument (:class:`GroupBytes`, measured from
+  the compiled step's memory analysis, its temporaries times :data:`TEMP_FACTOR`, by the
   :class:`~jointist_jax.inference.predictor.Predictor`).
 
-:func:`instruments_per_call` picks the largest group of instruments whose call fits in what the
-budget leaves after the first two. The default budget is what the process holds plus 90 % of the
-machine's available memory (``MemAvailable`` of ``/proc/meminfo``; :func:`default_budget`).
+:func:`instruments_per_call` picks the largest group of instruments whose call and outputs fit
+in what the budget leaves after the first. The default budget is what the process holds plus 90 %
+of the machine's available memory (``MemAvailable`` of ``/proc/meminfo``; :func:`default_budget`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import dataclasses
 import os
 import re
 
-from jointist_jax import instruments
-
 MB = 1 << 20
 # Share of the machine's available memory a default budget may take.
 AVAILABLE_SHARE = 0.9
 # Share of the budget left over as slack (allocator fragmentation, compiling a new call shape).
 SLACK_SHARE = 0.08
+# What a call's temporaries really take over what the compiled step's memory analysis reports:
+# on the CPU backend the full-size joint model's peak RSS above the process before a call was
+# 1.6x (1 instrument), 1.8x (2) and 1.9x (4) its ``temp_size_in_bytes`` (measured on a 2-core
+# CPU, /proc/self/status VmHWM after resetting it).
+TEMP_FACTOR = 2.0
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": MB, "MB": MB, "G": 1 << 30, "GB": 1 << 30}
 
@@ -39,8 +43,9 @@ class MemoryBudgetError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class CallCost:
-    """Bytes of one model call with g instruments: ``fixed + g * per_instrument``."""
+class GroupBytes:
+    """Bytes of something made for a group of g instruments (one model call, or the group's
+    outputs over a song): ``fixed + g * per_instrument``."""
 
     fixed: int
     per_instrument: int
@@ -102,31 +107,30 @@ def budget_of(text: str | None) -> int:
     return default_budget() if text is None else parse_size(text)
 
 
-def song_bytes(num_instruments: int, length: int, *, num_windows: int, window: int, num_frames: int,
-               transcribe: bool, separate: bool) -> int:
-    """Bytes a song's outputs hold until its folder is written (see the module docstring)."""
-    total = num_windows * window * 4
-    if transcribe:
-        posteriorgram = num_frames * 88 * 4
-        total += 2 * num_instruments * posteriorgram + 2 * instruments.NUM_CLASSES * posteriorgram
-    if separate:
-        total += num_instruments * length * 4
-    return total
+def output_bytes(length: int, *, num_frames: int, transcribe: bool, separate: bool) -> GroupBytes:
+    """A group's outputs over a song of ``length`` samples and ``num_frames`` frames: per
+    instrument, its onset and frame posteriorgrams (float32, 88 keys) and its stem; fixed,
+    decoding one instrument (:func:`jointist_jax.rolls.decode_note_frames`: two int32 and four
+    boolean (T, 88) temporaries, 3 x one posteriorgram)."""
+    posteriorgram = num_frames * 88 * 4 if transcribe else 0
+    stem = length * 4 if separate else 0
+    return GroupBytes(fixed=3 * posteriorgram, per_instrument=2 * posteriorgram + stem)
 
 
-def instruments_per_call(budget: int, *, held: int, song: int, cost: CallCost, num_instruments: int) -> int:
-    """The most instruments (at most ``num_instruments``) whose call fits in ``budget`` bytes
-    beside ``held`` (the process now), ``song`` (the outputs) and a slack of :data:`SLACK_SHARE`.
+def instruments_per_call(budget: int, *, held: int, outputs: GroupBytes,
+                         cost: GroupBytes, num_instruments: int) -> int:
+    """The most instruments (at most ``num_instruments``) whose call and outputs fit in ``budget``
+    bytes beside ``held`` (the process now) and a slack of :data:`SLACK_SHARE`.
 
     Raises:
       MemoryBudgetError: not even one instrument fits; the message gives each part in MB.
     """
-    left = budget - int(SLACK_SHARE * budget) - held - song - cost.fixed
-    group = min(num_instruments, left // max(cost.per_instrument, 1))
+    left = budget - int(SLACK_SHARE * budget) - held - cost.fixed - outputs.fixed
+    group = min(num_instruments, left // max(cost.per_instrument + outputs.per_instrument, 1))
     if group < 1:
         raise MemoryBudgetError(
-            f"memory_budget {budget / MB:.0f} MB is too small: the process holds {held / MB:.0f} MB, the song's "
-            f"outputs need {song / MB:.0f} MB and one model call with one instrument "
-            f"{cost.bytes_for(1) / MB:.0f} MB (+{SLACK_SHARE:.0%} slack); raise it, or use fewer "
-            "instruments, a shorter song or a smaller batch_windows")
+            f"memory_budget {budget / MB:.0f} MB is too small: the process holds {held / MB:.0f} MB, one "
+            f"instrument's outputs over the song need {outputs.bytes_for(1) / MB:.0f} MB and one model call with "
+            f"one instrument {cost.bytes_for(1) / MB:.0f} MB (+{SLACK_SHARE:.0%} slack); raise it, or use a "
+            "shorter song or a smaller batch_windows")
     return int(group)

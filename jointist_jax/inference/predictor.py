@@ -1,16 +1,20 @@
 """Whole-song inference: recognizer, transcriber and separator over batched 10-s windows.
 
 A song is cut into fixed windows (:mod:`jointist_jax.inference.windows`), processed
-``batch_windows`` windows at a time with all K requested instruments in the same call (the
-window's log-mel is computed once and shared by its K conditions), and the outputs are stitched
-batch by batch with the centre rule. The last batch is padded with silent windows, so the
-compiled function has one input shape per K whatever the song's length. With ``max_rows``
-(windows x instruments per call) the K instruments are processed in groups of at most
-``max_rows // batch_windows``, the last group padded by repeating its first instrument, so a
-full-size model with 39 instruments fits in a CPU's memory and compiles at most two shapes.
-With ``memory_budget`` (bytes for the whole process) the group size is chosen per song instead:
-the largest that fits beside what the process holds and the song's outputs, from the memory
+``batch_windows`` windows at a time, and the outputs are stitched batch by batch with the centre
+rule. The last batch is padded with silent windows, so the compiled function has one input shape
+per group size whatever the song's length. The K requested instruments go in groups
+(:meth:`Predictor.instrument_groups`): all K in one group without limits, at most
+``max_rows // batch_windows`` with ``max_rows``, and with ``memory_budget`` (bytes for the whole
+process) the most whose call and outputs fit beside what the process holds, from the memory
 analysis of the step compiled for one and two instruments (:mod:`jointist_jax.inference.memory`).
+The last group is padded by repeating its first instrument, so at most two shapes are compiled.
+
+Groups are the outer loop and windows the inner one (:meth:`Predictor.predict_groups`): each
+group's outputs are finished over the whole song and handed over before the next group starts,
+so a caller that writes and frees them holds one group's outputs, not the song's; the windows
+are cut batch by batch from the waveform, never all at once. The shared front end (log-mel) is
+recomputed per group; each window's instruments of a group share it in one call.
 
 A standalone separator (the ``separation`` stage's `S` baseline) reads no posteriorgram; its
 predictions carry stems only.
@@ -18,11 +22,10 @@ predictions carry stems only.
 Each window's separator reads that window's own frame posteriorgram (the reference stitched
 the whole song's posteriorgram first and cut it again into windows; docs/reference.md §6.2).
 """
-
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +34,7 @@ from flax import nnx
 
 from jointist_jax import audio, instruments
 from jointist_jax.inference import memory
-from jointist_jax.inference.windows import WindowSpec, split_windows, stitch_into
+from jointist_jax.inference.windows import WindowSpec, stitch_into, window_range
 from jointist_jax.models.jointist import Jointist, instrument_probabilities
 from jointist_jax.models.recognizer import Recognizer
 from jointist_jax.models.separator import Separator
@@ -42,7 +45,7 @@ ProgressFn = Callable[[int], None]
 
 @dataclasses.dataclass
 class SongPrediction:
-    """Stitched outputs for one song and K instruments.
+    """Stitched outputs for one song and K instruments (or one group of them).
 
     Attributes:
       class_ids: the K class indices, in the order of the leading axis.
@@ -57,23 +60,13 @@ class SongPrediction:
     waveform: np.ndarray | None = None
 
 
-def _condition_groups(class_ids: list[int], size: int) -> list[tuple[list[int], int]]:
-    """(padded group of ``size`` classes, count of real ones) pairs covering ``class_ids``."""
-    groups = []
-    for first in range(0, len(class_ids), size):
-        group = class_ids[first:first + size]
-        groups.append((group + [group[0]] * (size - len(group)), len(group)))
-    return groups
-
-
-def _batches(windows: np.ndarray, batch: int):
-    """(first index, count, padded batch) triples; the last batch is padded with silent windows."""
-    for first in range(0, windows.shape[0], batch):
-        chunk = windows[first:first + batch]
-        count = chunk.shape[0]
-        if count < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - count,) + chunk.shape[1:], chunk.dtype)])
-        yield first, count, chunk
+def _batches(waveform: np.ndarray, spec: WindowSpec, batch: int):
+    """(first index, count, padded batch) triples over a song's windows; the last batch is
+    padded with silent windows."""
+    n = spec.num_windows(waveform.shape[0])
+    for first in range(0, n, batch):
+        count = min(batch, n - first)
+        yield first, count, window_range(waveform, spec, first, count, rows=batch)
 
 
 def check_batching(batch_windows: int, max_rows: int | None) -> None:
@@ -170,92 +163,128 @@ class Predictor:
             self._executables[key] = self._run.lower(self._state, windows, conditions, separate=separate).compile()
         return self._executables[key]
 
-    def call_cost(self, separate: bool, num_instruments: int) -> memory.CallCost:
-        """Bytes of one call (XLA's temporaries plus the outputs twice: device buffers and host
-        copies), from the memory analysis of the step compiled for 1 and 2 instruments (small,
-        quick compilations); for a single instrument, all of its call counts per instrument."""
+    def call_cost(self, separate: bool, num_instruments: int) -> memory.GroupBytes:
+        """Bytes of one call (XLA's temporaries times :data:`~jointist_jax.inference.memory.TEMP_FACTOR`
+        plus the outputs twice: device buffers and host copies), from the memory analysis of the
+        step compiled for 1 and 2 instruments (small, quick compilations); for a single
+        instrument, all of its call counts per instrument."""
         sizes = []
         for group in range(1, min(num_instruments, 2) + 1):
             analysis = self._executable(separate, group).memory_analysis()
             if analysis is None:
                 raise memory.MemoryBudgetError(f"the {jax.default_backend()} backend reports no memory analysis; "
                                                "give max_rows instead of a memory budget")
-            sizes.append(analysis.temp_size_in_bytes + 2 * analysis.output_size_in_bytes)
+            sizes.append(int(memory.TEMP_FACTOR * analysis.temp_size_in_bytes) + 2 * analysis.output_size_in_bytes)
         if len(sizes) == 1:
-            return memory.CallCost(fixed=0, per_instrument=sizes[0])
+            return memory.GroupBytes(fixed=0, per_instrument=sizes[0])
         per_instrument = max(sizes[1] - sizes[0], 1)
-        return memory.CallCost(fixed=max(sizes[0] - per_instrument, 0), per_instrument=per_instrument)
+        return memory.GroupBytes(fixed=max(sizes[0] - per_instrument, 0), per_instrument=per_instrument)
 
     def instruments_per_call(self, length: int, num_instruments: int, separate: bool) -> int:
         """Instruments per call for a song of ``length`` samples: from ``memory_budget`` (with what
-        the process holds now) and ``max_rows``, or all of them without either."""
+        the process holds now, and one group's outputs) and ``max_rows``, or all of them without either."""
         group = num_instruments
         if self.max_rows is not None:
             group = max(1, min(group, self.max_rows // self.batch_windows))
         if self.memory_budget is not None:
-            cost = self.call_cost(separate, num_instruments)
-            song = memory.song_bytes(num_instruments, length, num_windows=self.spec.num_windows(length),
-                                     window=self.spec.window, num_frames=self.spec.num_frames(length),
-                                     transcribe=self.can_transcribe, separate=separate)
-            group = min(group, memory.instruments_per_call(self.memory_budget, held=memory.process_rss_bytes(),
-                                                           song=song, cost=cost, num_instruments=num_instruments))
+            outputs = memory.output_bytes(length, num_frames=self.spec.num_frames(length),
+                                         transcribe=self.can_transcribe, separate=separate)
+            group = min(group, memory.instruments_per_call(
+                self.memory_budget, held=memory.process_rss_bytes(), outputs=outputs,
+                cost=self.call_cost(separate, num_instruments), num_instruments=num_instruments))
         return group
+
+    def instrument_groups(self, length: int, class_ids: Sequence[int], separate: bool) -> list[list[int]]:
+        """The groups of ``class_ids`` (in order) that go into one call each, for a song of
+        ``length`` samples (:meth:`instruments_per_call`); sets :attr:`rows_per_call`."""
+        class_ids = [int(c) for c in class_ids]
+        if not class_ids:
+            raise ValueError("predict needs at least one instrument class")
+        size = self.instruments_per_call(length, len(class_ids), separate)
+        self.rows_per_call = size * self.batch_windows
+        return [class_ids[first:first + size] for first in range(0, len(class_ids), size)]
 
     def recognize(self, waveform: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         """Per-window instrument probabilities (N, 39) of a mono 16-kHz song (L,)."""
         if not self.can_recognize:
             raise ValueError("this Predictor has no recognizer")
-        windows = split_windows(waveform, self.spec)
-        out = np.zeros((windows.shape[0], instruments.NUM_CLASSES), np.float32)
-        for first, count, chunk in _batches(windows, self.batch_windows):
+        waveform = np.asarray(waveform, np.float32)
+        out = np.zeros((self.spec.num_windows(waveform.shape[0]), instruments.NUM_CLASSES), np.float32)
+        for first, count, chunk in _batches(waveform, self.spec, self.batch_windows):
             out[first:first + count] = np.asarray(self._recognize(self._ir_state, jnp.asarray(chunk)))[:count]
             if progress is not None:
                 progress(count)
         return out
 
-    def predict(self, waveform: np.ndarray, class_ids: Sequence[int], *, separate: bool = False,
-                progress: ProgressFn | None = None) -> SongPrediction:
-        """Stitched posteriorgrams (and stems with ``separate``) of a mono 16-kHz song (L,)."""
-        class_ids = [int(c) for c in class_ids]
-        if not class_ids:
-            raise ValueError("predict needs at least one instrument class")
+    def _check_can_predict(self, separate: bool) -> None:
         if separate and not self.can_separate:
             raise ValueError("this model has no separator: it cannot separate")
         if not (self.can_separate or self.can_transcribe):
             raise ValueError("this Predictor has a recognizer only: it can neither transcribe nor separate")
         if not (separate or self.can_transcribe):
             raise ValueError("this model is a standalone separator: call predict with separate=True")
+
+    def predict_groups(self, waveform: np.ndarray, groups: Sequence[Sequence[int]], *, separate: bool = False,
+                       progress: ProgressFn | None = None) -> Iterator[SongPrediction]:
+        """The stitched outputs of each group of :meth:`instrument_groups` in turn, each over the
+        whole song before the next group starts (a consumer that frees them holds one group's
+        outputs); ``progress`` gets the windows of each call (``len(groups)`` x N in all)."""
+        self._check_can_predict(separate)
         waveform = np.asarray(waveform, np.float32)
+        size = max(len(group) for group in groups)
+        for group in groups:
+            yield self._predict_group(waveform, [int(c) for c in group], size, separate, progress)
+
+    def _predict_group(self, waveform: np.ndarray, group: list[int], size: int, separate: bool,
+                       progress: ProgressFn | None) -> SongPrediction:
+        """One group's outputs over every window; the group is padded to ``size`` instruments
+        (the compiled shape) by repeating its first."""
+        spec, real = self.spec, len(group)
         length = waveform.shape[0]
-        k = len(class_ids)
-        group_size = self.instruments_per_call(length, k, separate)
-        self.rows_per_call = group_size * self.batch_windows
-        spec = self.spec
-        windows = split_windows(waveform, spec)
-        n = windows.shape[0]
+        n = spec.num_windows(length)
+        one_hot = instruments.condition_one_hot(group + [group[0]] * (size - real))
+        conditions = jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))
         total_frames = spec.num_frames(length)
-        onset = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
-        frame = np.zeros((k, total_frames, 88), np.float32) if self.can_transcribe else None
-        stems = np.zeros((k, length), np.float32) if separate else None
-        groups = []  # (output rows, real instruments, conditions of the padded group)
-        for g, (group, real) in enumerate(_condition_groups(class_ids, group_size)):
-            one_hot = instruments.condition_one_hot(group)
-            groups.append((slice(g * group_size, g * group_size + real), real,
-                           jnp.asarray(np.broadcast_to(one_hot, (self.batch_windows,) + one_hot.shape))))
-        for first, count, chunk in _batches(windows, self.batch_windows):
-            chunk = jnp.asarray(chunk)
-            for rows, real, conditions in groups:
-                outputs = jax.device_get(self._executable(separate, group_size)(self._state, chunk, conditions))
-                for j in range(count):
-                    i = first + j
-                    if self.can_transcribe:
-                        stitch_into(onset[rows], outputs["reg_onset_output"][j, :real], i, n, spec.frames_per_hop,
-                                    axis=1, margin=spec.frames_per_margin)
-                        stitch_into(frame[rows], outputs["frame_output"][j, :real], i, n, spec.frames_per_hop,
-                                    axis=1, margin=spec.frames_per_margin)
-                    if separate:
-                        stitch_into(stems[rows], outputs["waveform"][j, :real], i, n, spec.hop, axis=1,
-                                    margin=spec.margin)
+        onset = np.zeros((real, total_frames, 88), np.float32) if self.can_transcribe else None
+        frame = np.zeros((real, total_frames, 88), np.float32) if self.can_transcribe else None
+        stems = np.zeros((real, length), np.float32) if separate else None
+        step = self._executable(separate, size)
+        for first, count, chunk in _batches(waveform, spec, self.batch_windows):
+            outputs = jax.device_get(step(self._state, jnp.asarray(chunk), conditions))
+            for j in range(count):
+                i = first + j
+                if self.can_transcribe:
+                    stitch_into(onset, outputs["reg_onset_output"][j, :real], i, n, spec.frames_per_hop,
+                                axis=1, margin=spec.frames_per_margin)
+                    stitch_into(frame, outputs["frame_output"][j, :real], i, n, spec.frames_per_hop,
+                                axis=1, margin=spec.frames_per_margin)
+                if separate:
+                    stitch_into(stems, outputs["waveform"][j, :real], i, n, spec.hop, axis=1, margin=spec.margin)
+            del outputs
             if progress is not None:
                 progress(count)
-        return SongPrediction(class_ids=class_ids, reg_onset_output=onset, frame_output=frame, waveform=stems)
+        return SongPrediction(class_ids=group, reg_onset_output=onset, frame_output=frame, waveform=stems)
+
+    def predict(self, waveform: np.ndarray, class_ids: Sequence[int], *, separate: bool = False,
+                progress: ProgressFn | None = None) -> SongPrediction:
+        """Stitched posteriorgrams (and stems with ``separate``) of a mono 16-kHz song (L,), every
+        group joined: it holds the outputs of all K instruments (short songs, the evaluation; a
+        long song's writer uses :meth:`predict_groups`)."""
+        self._check_can_predict(separate)
+        waveform = np.asarray(waveform, np.float32)
+        groups = self.instrument_groups(waveform.shape[0], class_ids, separate)
+        return join_predictions(list(self.predict_groups(waveform, groups, separate=separate, progress=progress)))
+
+
+def join_predictions(parts: Sequence[SongPrediction]) -> SongPrediction:
+    """One :class:`SongPrediction` of the groups ``parts`` (instruments in their order)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(name):
+        arrays = [getattr(p, name) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return SongPrediction(class_ids=[c for p in parts for c in p.class_ids],
+                          reg_onset_output=joined("reg_onset_output"), frame_output=joined("frame_output"),
+                          waveform=joined("waveform"))

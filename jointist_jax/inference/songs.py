@@ -6,8 +6,12 @@ evaluation (:mod:`jointist_jax.evaluation.runner`):
 1. :func:`choose_instruments`: the recognizer's per-window probabilities, thresholded and
    aggregated over the song's windows (docs/deviations.md 19); a song where it detects nothing
    gets all 39 classes, as the reference does (docs/reference.md §6.1).
-2. :func:`predict_and_decode`: the :class:`~jointist_jax.inference.predictor.Predictor` over
-   the song's windows, then onset-gated decoding of every instrument's posteriorgram.
+2. :func:`decoded_groups`: the :class:`~jointist_jax.inference.predictor.Predictor` over the
+   song's windows, one group of instruments at a time, then onset-gated decoding of each
+   instrument's posteriorgram; :func:`transcribe_into` hands each group to a
+   :class:`~jointist_jax.inference.outputs.SongWriter` and frees it before the next (bounded
+   memory for any number of instruments), :func:`predict_and_decode` keeps every group (the
+   evaluation scores the posteriorgrams).
 
 :class:`SongOptions` holds the options of both steps and is the one place they are checked
 (the decoding thresholds through :class:`~jointist_jax.rolls.DecodeOptions`,
@@ -17,12 +21,13 @@ the batching through :func:`~jointist_jax.inference.predictor.check_batching`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Protocol, Sequence
 
 import numpy as np
 
 from jointist_jax import instruments, rolls
-from jointist_jax.inference.predictor import Predictor, ProgressFn, SongPrediction, check_batching
+from jointist_jax.inference import outputs
+from jointist_jax.inference.predictor import Predictor, SongPrediction, check_batching, join_predictions
 from jointist_jax.inference.windows import WindowSpec
 from jointist_jax.models.jointist import select_instruments
 from jointist_jax.music import Notes
@@ -105,6 +110,14 @@ class InstrumentChoice:
         return not self.detected
 
 
+class Progress(Protocol):
+    """Where a song stands: a stage of ``windows`` window calls starts; calls of ``windows`` are done."""
+
+    def start(self, stage: str, windows: int) -> None: ...
+
+    def advance(self, windows: int) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class SongOutput:
     """One song's predictions.
@@ -125,21 +138,60 @@ def make_predictor(model, recognizer, options: SongOptions) -> Predictor:
 
 
 def choose_instruments(predictor: Predictor, waveform: np.ndarray, options: SongOptions = SongOptions(),
-                       progress: ProgressFn | None = None) -> InstrumentChoice:
+                       progress: Progress | None = None) -> InstrumentChoice:
     """The instruments the recognizer of ``predictor`` hears in a mono 16-kHz song (L,)."""
-    probabilities = predictor.recognize(waveform, progress)
+    advance = None
+    if progress is not None:
+        progress.start("recognizing the instruments", predictor.spec.num_windows(len(waveform)))
+        advance = progress.advance
+    probabilities = predictor.recognize(waveform, advance)
     detected = select_instruments(probabilities, threshold=options.ir_threshold, aggregate=options.ir_aggregate)
     classes = list(detected) if detected else list(range(instruments.NUM_CLASSES))
     return InstrumentChoice(classes=classes, detected=detected, window_probabilities=probabilities)
 
 
+def stage_name(predictor: Predictor, separate: bool) -> str:
+    """``transcribing and separating``, ``transcribing`` or ``separating``."""
+    return " and ".join(["transcribing"] * predictor.can_transcribe + ["separating"] * separate)
+
+
+def decoded_groups(predictor: Predictor, waveform: np.ndarray, class_ids: Sequence[int],
+                   options: SongOptions = SongOptions(), *, separate: bool = False,
+                   progress: Progress | None = None) -> Iterator[SongOutput]:
+    """Posteriorgrams (and stems with ``separate``) and notes of a song, one group of
+    ``class_ids`` at a time (:meth:`~jointist_jax.inference.predictor.Predictor.instrument_groups`)."""
+    groups = predictor.instrument_groups(len(waveform), class_ids, separate)
+    advance = None
+    if progress is not None:
+        progress.start(stage_name(predictor, separate), len(groups) * predictor.spec.num_windows(len(waveform)))
+        advance = progress.advance
+    for prediction in predictor.predict_groups(waveform, groups, separate=separate, progress=advance):
+        notes = {}
+        if predictor.can_transcribe:
+            notes = rolls.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
+                                             prediction.class_ids, options.decode_options())
+        yield SongOutput(prediction=prediction, notes=notes)
+        del prediction, notes  # before the next group is computed
+
+
 def predict_and_decode(predictor: Predictor, waveform: np.ndarray, class_ids: Sequence[int],
                        options: SongOptions = SongOptions(), *, separate: bool = False,
-                       progress: ProgressFn | None = None) -> SongOutput:
-    """Posteriorgrams (and stems with ``separate``) of ``class_ids`` in a song, and their notes."""
-    prediction = predictor.predict(waveform, class_ids, separate=separate, progress=progress)
+                       progress: Progress | None = None) -> SongOutput:
+    """Posteriorgrams (and stems with ``separate``) of ``class_ids`` in a song, and their notes,
+    every group kept (memory grows with the instruments; :func:`transcribe_into` does not)."""
+    parts = list(decoded_groups(predictor, waveform, class_ids, options, separate=separate, progress=progress))
+    return SongOutput(prediction=join_predictions([p.prediction for p in parts]),
+                      notes={c: n for p in parts for c, n in p.notes.items()})
+
+
+def transcribe_into(writer: outputs.SongWriter, predictor: Predictor, waveform: np.ndarray,
+                    class_ids: Sequence[int], options: SongOptions = SongOptions(), *, separate: bool = False,
+                    progress: Progress | None = None) -> dict[int, Notes]:
+    """Each group's outputs of a song handed to ``writer`` and freed before the next group
+    starts; returns every instrument's notes (for ``writer.finish``)."""
     notes = {}
-    if predictor.can_transcribe:
-        notes = rolls.decode_instruments(prediction.reg_onset_output, prediction.frame_output,
-                                               prediction.class_ids, options.decode_options())
-    return SongOutput(prediction=prediction, notes=notes)
+    for part in decoded_groups(predictor, waveform, class_ids, options, separate=separate, progress=progress):
+        writer.add(part.prediction)
+        notes.update(part.notes)
+        del part  # before the next group is computed
+    return notes

@@ -88,13 +88,20 @@ class WindowSpec:
 def split_windows(waveform: np.ndarray, spec: WindowSpec = WindowSpec()) -> np.ndarray:
     """(N, W) float32 windows of a mono song (L,), zero-padded at the end."""
     waveform = np.asarray(waveform, dtype=np.float32)
+    return window_range(waveform, spec, 0, spec.num_windows(waveform.shape[0]) if waveform.ndim == 1 else 1)
+
+
+def window_range(waveform: np.ndarray, spec: WindowSpec, first: int, count: int, rows: int | None = None) -> np.ndarray:
+    """(rows, W) float32 windows ``first .. first + count - 1`` of a mono song (L,), the song
+    zero-padded past its end and the rows past ``count`` (``rows`` defaults to ``count``) silent:
+    one batch of windows without cutting the whole song."""
     if waveform.ndim != 1:
         raise ValueError(f"split_windows takes a mono waveform (L,), got shape {waveform.shape}")
-    n = spec.num_windows(waveform.shape[0])
-    padded = np.zeros((n - 1) * spec.hop + spec.window, np.float32)
-    padded[: waveform.shape[0]] = waveform
-    starts = np.arange(n) * spec.hop
-    return padded[starts[:, None] + np.arange(spec.window)[None, :]]
+    out = np.zeros((count if rows is None else rows, spec.window), np.float32)
+    for row, index in enumerate(range(first, first + count)):
+        part = waveform[index * spec.hop:index * spec.hop + spec.window]
+        out[row, :part.shape[0]] = part
+    return out
 
 
 def owned_range(index: int, num_windows: int, hop: int, total: int, margin: int | None = None) -> tuple[int, int]:
