@@ -6,9 +6,9 @@ convolutions to YNNPACK, which ran the transcriber's conv stack at 2.2x torch's 
 (the GRU's matmuls stay fast) but lets XLA's own conv emitter run convolutions: 1.0x torch.
 Switching YNNPACK off entirely made the GRU 2.5x slower.
 
-In jaxlib 0.10.2 that flag no longer keeps the convolutions off YNNPACK: its elementwise and
-reduce fusions take in whole conv blocks (the transcriber's conv blocks 2 and 3 run as one YNNPACK
-call, with full-size zero tensors materialised for the ReLUs). The inference programs therefore
+That flag keeps only single convolutions off YNNPACK: its elementwise and reduce fusions still
+take in whole conv blocks (the optimised HLO runs the transcriber's conv blocks 2 and 3 as one
+YNNPACK call, with full-size zero tensors materialised for the ReLUs). The inference programs therefore
 apply :data:`INFERENCE_CPU_FLAGS`, YNNPACK for the dots alone: alternated with the training flag
 in one process on a loaded 2-core CPU, CPU seconds 0.83x for the recognizer, 0.86x for the
 transcriber (K = 5), 1.01x for the separator, outputs within 6e-7 (README, "Where the time goes
