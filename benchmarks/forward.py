@@ -13,6 +13,8 @@ ratio ours / reference (< 1 is faster).
     .venv/bin/python -m benchmarks.forward --modules transcriber_narrow --conditions 1 --repeats 5
     .venv/bin/python -m benchmarks.forward --dtype bfloat16 --json /tmp/forward.json
     .venv/bin/python -m benchmarks.forward --tiny                            # smoke run, seconds
+    .venv/bin/python -m benchmarks.forward --modules transcriber_narrow,separator_sum --conditions 5 --repeats 1 --profile
+        # plus one traced call per case: where the time goes, per XLA op (benchmarks/profile_summary.py)
 
 K = 39 calls take about a minute each on a 2-core CPU, so those cases use ``--repeats_large``
 (default 1) timed calls instead of ``--repeats``; the table's ``N`` column says which.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 
 from jointist_jax import xla_flags
 
@@ -35,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks import common
+from benchmarks import common, profile_summary
 from configs import defaults
 from jointist_jax import stages
 
@@ -126,8 +129,18 @@ def make_inputs(name: str, model: nnx.Module, *, samples: int, k: int, seed: int
     return waveform, conditions, roll
 
 
-def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: int = 0) -> dict:
-    """Compile, count FLOPs and time one (module, K) case; numbers in a flat dict."""
+def profile_call(compiled, state, inputs, *, top: int = 12) -> dict:
+    """One call of ``compiled`` under ``jax.profiler``, summarised per XLA op (top ops, categories)."""
+    with tempfile.TemporaryDirectory(prefix="forward-profile-") as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            jax.block_until_ready(compiled(state, *inputs))
+        return profile_summary.summarize(trace_dir, compiled.as_text(), steps=1, top=top)
+
+
+def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: int = 0,
+                 profile: bool = False) -> dict:
+    """Compile, count FLOPs and time one (module, K) case; numbers in a flat dict (with
+    ``profile``, also :func:`profile_call`'s summary of one more call)."""
     common.reset_peak_rss()
     fn = forward_function(name, graphdef, max_rows)
     compiled = common.compile_function(jax.jit(fn), state, *inputs)
@@ -146,11 +159,12 @@ def measure_case(name: str, graphdef, state, inputs, *, repeats: int, max_rows: 
         "xla_memory": compiled.memory,
         "xla_total_mb": compiled.memory.get("total_bytes", 0) / 2**20,
         "peak_rss_mb": common.peak_rss_mb(),
+        "profile": profile_call(compiled.executable, state, inputs) if profile else None,
     }
 
 
 def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, repeats_large: int,
-                  dtype_name: str, tiny: bool, max_rows: int = 0) -> list[dict]:
+                  dtype_name: str, tiny: bool, max_rows: int = 0, profile: bool = False) -> list[dict]:
     """Every (module, K) case; one dict per case with the reference's time and the ratio."""
     dtype = stages.compute_dtype(dtype_name)
     samples = TINY_CLIP_SAMPLES if tiny else FULL_CLIP_SAMPLES
@@ -165,12 +179,15 @@ def run_benchmark(modules: list[str], conditions: list[int], *, repeats: int, re
             n = repeats_large if (k or 1) >= LARGE_K else repeats
             chunk = max_rows if name in CONDITIONED and max_rows and (k or 1) > max_rows else 0
             row = {"module": name, "K": k, "params": params, "samples": samples, "dtype": dtype_name,
-                   "max_rows": chunk, **measure_case(name, graphdef, state, inputs, repeats=n, max_rows=chunk)}
+                   "max_rows": chunk, **measure_case(name, graphdef, state, inputs, repeats=n, max_rows=chunk,
+                                   profile=profile)}
             references = [] if tiny else REFERENCE.get((name, k or 1), [])
             row["reference"] = [{"case": case, "s": s, "ratio": common.ratio(row["wall_s"], s), "cpu_s": cpu_s}
                                 for case, s, cpu_s in references]
             results.append(row)
             print(f"  {name} K={k or '-'}: {row['wall_s']:.3f} s/call", flush=True)
+            if row["profile"] is not None:
+                print(profile_summary.format_summary(row["profile"]), flush=True)
         del model, graphdef, state
         gc.collect()
     return results
@@ -207,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "K=39 of the wide transcriber or the separator needs more than 24 GB in one call)")
     parser.add_argument("--repeats_large", type=int, default=1,
                         help=f"timed calls for cases with K >= {LARGE_K} (about a minute each at full size)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, trace one more call per case and print its top XLA ops")
     common.add_common_flags(parser)
     args = parser.parse_args(argv)
     modules = common.parse_csv(args.modules, MODULES, "--modules")
@@ -223,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"forward benchmark: jax {env['jax']} on {env['devices']} {env['platform']} device(s), "
           f"{env['cpu_count']} CPUs, {args.dtype}, {'TINY 1-s clip' if args.tiny else '10-s clip'}", flush=True)
     results = run_benchmark(modules, conditions, repeats=args.repeats, repeats_large=args.repeats_large,
-                            dtype_name=args.dtype, tiny=args.tiny, max_rows=args.max_rows)
+                            dtype_name=args.dtype, tiny=args.tiny, max_rows=args.max_rows,
+                            profile=args.profile)
     print()
     print(common.format_table(table_rows(results), COLUMNS))
     print("\nwall/CPU s: median per call after 1 warm-up over N calls. GFLOP xla: XLA cost analysis (scan "

@@ -36,7 +36,7 @@ import time
 
 from jointist_jax import xla_flags
 
-xla_flags.apply_cpu_flags()  # this program's CPU XLA flags, before jax loads
+xla_flags.apply_cpu_flags(inference=True)  # this program's CPU XLA flags, before jax loads
 
 from jointist_jax.inference.predictor import Predictor
 

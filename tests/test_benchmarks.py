@@ -136,9 +136,10 @@ def test_conditions_in_chunks_equal_one_call():
 def test_forward_main_tiny_prints_and_dumps_every_field(tmp_path, capsys):
     out = tmp_path / "forward.json"
     payload = forward.main(["--tiny", "--modules", "recognizer,transcriber_narrow", "--conditions", "1,2",
-                            "--repeats", "2", "--json", str(out)])
+                            "--repeats", "2", "--profile", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "transcriber_narrow K=2" in printed and "GFLOP xla" in printed
+    assert printed.count("ms of host op time per step") == 3  # --profile: one summary per case
     assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
     results = payload["results"]
     assert [(r["module"], r["K"]) for r in results] == [
@@ -151,6 +152,11 @@ def test_forward_main_tiny_prints_and_dumps_every_field(tmp_path, capsys):
     # K conditions share the clip's log-mel but every later FLOP scales with K.
     assert 1.8 < results[2]["gflops_matmul"] / results[1]["gflops_matmul"] < 2.05
     assert all(r["gflops_xla"] > 0 for r in results)
+    # --profile: the traced call's ops are the compiled program's; both models spend time in convolutions.
+    for r in results:
+        assert r["profile"]["unmatched_share"] == 0.0 and r["profile"]["op_ms_per_step"] > 0
+        assert abs(sum(r["profile"]["category_share"].values()) - 1.0) < 1e-9
+        assert r["profile"]["category_share"]["convolution"] > 0.0 and r["profile"]["top_ops"]
 
 
 def test_forward_rejects_bad_flags():

@@ -1,10 +1,12 @@
 """The CPU XLA flags: added before jax loads on CPU machines, never on request or with jax loaded."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,4 +53,70 @@ def test_each_program_applies_the_flags_in_main_and_importing_the_package_does_n
                 "print(os.environ.get('XLA_FLAGS'))")
         out = subprocess.run([sys.executable, "-c", code], env=dict(environment, PYTHONPATH=str(ROOT)),
                              capture_output=True, text=True, check=True).stdout.splitlines()
-        assert out == ["None False", xla_flags.CPU_FLAGS[0]], module
+        flags = xla_flags.INFERENCE_CPU_FLAGS if module in INFERENCE_PROGRAMS else xla_flags.CPU_FLAGS
+        assert out == ["None False", flags[0]], module
+
+
+INFERENCE_PROGRAMS = ("jointist_jax.inference.cli", "jointist_jax.app.cli")
+
+# Run in a process of its own (the flags are read once, when jax loads): the tiny transcriber's
+# eval forward under the inference flags; prints how many convolutions YNNPACK fusions hold and
+# the output.
+_INFERENCE_FORWARD = r"""
+import json, re, sys
+from jointist_jax import xla_flags
+xla_flags.has_accelerator = lambda: False
+xla_flags.apply_cpu_flags(inference=len(sys.argv) > 1)
+import numpy as np
+sys.path.insert(0, "tests")
+from test_xla_flags import tiny_transcriber_forward
+compiled, out = tiny_transcriber_forward()
+lines = compiled.as_text().splitlines()
+ynn = {name for line in lines if "__ynn_fusion" in line for name in re.findall(r"calls=%([\w.\-]+)", line)}
+in_ynn, current = 0, None
+for line in lines:
+    header = re.match(r"^%?([\w.\-]+) .*\{$", line)
+    current = header.group(1) if header else current
+    in_ynn += current in ynn and " convolution(" in line
+print(json.dumps({"convs_in_ynn": in_ynn, "out": np.asarray(out).tolist()}))
+"""
+
+
+def tiny_transcriber_forward():
+    """(compiled, output) of an eval transcriber with the narrow conv widths (the smallest model
+    whose conv blocks YNNPACK fuses) on 64 mel bins, a fixed 21-frame log-mel, K = 2."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jointist_jax.models.transcriber import Transcriber
+
+    model = Transcriber("narrow", n_mels=64, acoustic_dim=32, gru_hidden=16, rngs=nnx.Rngs(0))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    logmel = np.random.default_rng(0).normal(size=(1, 21, 64)).astype(np.float32)
+    conditions = np.eye(model.condition_size, dtype=np.float32)[None, [3, 7]]
+    run = lambda s, x, c: nnx.merge(graphdef, s)(x, c)["frame_output"]  # noqa: E731
+    compiled = jax.jit(run).lower(state, logmel, conditions).compile()
+    return compiled, compiled(state, logmel, conditions)
+
+
+@pytest.mark.slow
+def test_inference_flags_take_convolutions_off_ynnpack_and_keep_the_values():
+    """Under INFERENCE_CPU_FLAGS no convolution runs inside a YNNPACK fusion (under CPU_FLAGS some
+    do), and the transcriber's posteriorgram is the training flags' within float32 rounding."""
+    from jointist_jax import xla_flags
+
+    if xla_flags.has_accelerator():
+        pytest.skip("the flags are for CPU-only machines")
+    environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JOINTIST_CPU_FLAGS")}
+    results = []
+    for extra in ([], ["inference"]):
+        out = subprocess.run([sys.executable, "-c", _INFERENCE_FORWARD, *extra], cwd=ROOT,
+                             env=dict(environment, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                             check=True).stdout.splitlines()[-1]
+        results.append(json.loads(out))
+    training, inference = results
+    assert training["convs_in_ynn"] > 0 and inference["convs_in_ynn"] == 0
+    np.testing.assert_allclose(inference["out"], training["out"], rtol=0, atol=2e-6)
+    assert np.ptp(np.asarray(training["out"])) > 1e-3  # the compared posteriorgram is not constant

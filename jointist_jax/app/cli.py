@@ -69,7 +69,7 @@ def load_engine(args: argparse.Namespace, work_dir: Path):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; serves until interrupted (SIGINT or SIGTERM); returns the exit status."""
     args = build_parser().parse_args(argv)
-    xla_flags.apply_cpu_flags()  # before jax loads
+    xla_flags.apply_cpu_flags(inference=True)  # before jax loads
     import uvicorn
 
     from jointist_jax import runs

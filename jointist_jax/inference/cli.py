@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    xla_flags.apply_cpu_flags()  # before jax loads
+    xla_flags.apply_cpu_flags(inference=True)  # before jax loads
     from jointist_jax import runs
     from jointist_jax.inference import audio_io, memory
 
