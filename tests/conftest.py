@@ -33,8 +33,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 LONGEST_TESTS = {
     "tests/test_gcs_chain.py::test_whole_chain_in_a_bucket": 596,
     "tests/test_bucket_outage.py::test_a_run_survives_a_bucket_that_goes_away": 162,
+    "tests/test_transcribe.py::test_two_hour_song_in_bounded_memory": 150,
     "tests/test_cluster_startup.py::test_two_tpu_vm_workers_form_one_job_and_save_together_on_sigterm": 119,
     "tests/test_readme_commands.py::test_two_process_command_trains_what_one_process_trains": 91,
+    "tests/test_bucket_outage_outputs.py::test_an_evaluation_cut_by_an_outage_is_not_taken_as_done": 80,
+    "tests/test_bucket_outage_outputs.py::test_a_transcription_cut_by_an_outage_is_not_taken_as_done": 60,
     "tests/test_evaluation.py::test_eval_cli_errors_name_the_problem": 69,
     "tests/test_train.py::test_sigkill_then_restart_matches_uninterrupted_run": 68,
     "tests/test_bucket_outage.py::test_a_refused_checkpoint_stops_the_run_naming_it": 65,
