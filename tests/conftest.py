@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import shutil
-import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,10 @@ from jointist_jax import xla_flags
 
 # Nothing above imports jax, so the device count still takes effect.
 xla_flags.apply_cpu_flags(host_device_count=8)
-# Many tests and the programs they start (jointist-train, -eval, -transcribe, two-process runs)
-# compile the same tiny models: a persistent XLA cache shared by every process of one test run
-# (:func:`pytest_configure`) compiles each program once. Every program is kept, not only those
-# that took a second to compile (jax's default): a 1-step transcription:runlocal launch/train.py
-# run compiles 132 programs, 130 of them in under a second; it took 101 CPU seconds with the cache
-# empty, 38 with the 2 slow programs cached and 31 with all 132 (measured on a 2-core CPU).
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Many tests (and the launch/train.py subprocesses they start) compile the same tiny models:
+# a persistent XLA cache shared by the test processes compiles each program once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jointist-jax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 # The longest tests and their seconds, measured in a `make test` run on a 2-core CPU (2 workers).
 # pytest-xdist's worksteal scheduler first hands each worker one contiguous slice of the collection
@@ -86,25 +83,6 @@ TINY_CLIP_SECONDS = 2.0
 TINY_HOP_SECONDS = 2.0
 
 
-def run_folder(tmp_path_factory) -> Path:
-    """The folder that every pytest-xdist worker of this test run shares: the parent of their base
-    temporary folders; without xdist the base folder itself."""
-    root = tmp_path_factory.getbasetemp()
-    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-
-
-@pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up the base temporary folder
-def pytest_configure(config):
-    """Points the persistent XLA compilation cache at ``xla-cache`` in :func:`run_folder`, through
-    the environment, so that the processes the tests start use it too (unless
-    ``JAX_COMPILATION_CACHE_DIR`` is set already: a cache kept across test runs). jax writes an
-    entry without a lock; a reader that meets a half-written one warns and compiles afresh."""
-    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
-        return
-    assert "jax" not in sys.modules, "jax was imported before the compilation cache was set"
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(run_folder(config._tmp_path_factory) / "xla-cache")
-
-
 @contextlib.contextmanager
 def built_once(tmp_path_factory, name: str):
     """A folder for this whole test run, built by the first worker that asks for it.
@@ -114,7 +92,9 @@ def built_once(tmp_path_factory, name: str):
     behind, so the next caller builds it again. pytest-xdist workers share the parent of their
     base temporary folders; without xdist the base folder itself is used.
     """
-    root = run_folder(tmp_path_factory)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
     folder, done = root / name, root / f"{name}.built"
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
