@@ -512,7 +512,12 @@ def test_mismatched_checkpoint_names_path_and_mismatch(runs, tone, tmp_path, cap
 # Peak resident memory of a child process, read by a fresh parent that has no other child.
 _CHILD_PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
-LONG_SONG_BUDGET_MB = 2500
+# The budget must cover what the process holds before the song (runtime, compiled programs and the
+# song's 460 MB of 16-kHz samples: machines differ), one instrument's
+# outputs over the song (1208 MB) and one call (284 MB), plus 8 % slack: 2500 MB was refused on a
+# machine where the process held 826 MB. Measured peak RSS: 2225-2279 MB; keeping every window's
+# posteriorgrams besides the stitched ones would add about 500 MB (720 windows x 2 x 1001 x 88 x 4 B).
+LONG_SONG_BUDGET_MB = 2700
 
 
 @pytest.mark.slow
