@@ -34,6 +34,16 @@ CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
 # emitter every convolution.
 INFERENCE_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
 
+# The same two choices as XLA compile options, for one process that compiles programs both ways
+# (``Predictor(compiler_options=...)``; benchmarks/inference.py ``--compare_old``): an option
+# overrides the flag of XLA_FLAGS for that compilation. It names the whole list of fusion types
+# where the flag's ``-`` removes one from XLA's default list, which in jaxlib 0.10.2 is individual
+# dot, individual convolution and reduce. tests/test_xla_flags.py checks that each dict compiles
+# the transcriber to the very program its flag does.
+TRAINING_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+INFERENCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
 
 def apply_cpu_flags(host_device_count: int | None = None, *, inference: bool = False) -> None:
     """Adds :data:`CPU_FLAGS` (:data:`INFERENCE_CPU_FLAGS` with ``inference``; optionally a

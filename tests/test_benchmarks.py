@@ -297,17 +297,45 @@ def test_learn_synth_trains_any_transcriber_size_with_the_runlocal_recipe():
     assert (config.optimizer.decay_rate, config.optimizer.decay_every) == (0.5, 200)
 
 
-def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups(capsys):
+def test_inference_benchmark_runs_at_tiny_size_with_instrument_groups_beside_the_old_programs(capsys):
+    """With --compare_old: the old programs (training compile options, hop 80000) and the new ones
+    at each hop, one row each with the new rows' CPU-second ratio to the old, and the same outputs."""
+    import re
+
     from benchmarks import inference
 
     assert inference.main(["--seconds", "21", "--instruments", "3", "--size", "tiny", "--max_rows", "2",
-                           "--window_hops", "80000,160000"]) == 0
+                           "--window_hops", "80000,160000", "--compare_old"]) == 0
     printed = capsys.readouterr().out
-    assert "max_rows 2" in printed and "RTF" in printed
+    assert "max_rows 2" in printed and "RTF" in printed and "new/old" in printed
     assert "4 windows at hop 80000 / 3 windows at hop 160000" in printed
-    # One row per hop (K = 3 in groups of 2): K, hop, windows.
-    table = [line.split()[:3] for line in printed.splitlines() if line.split()[:1] == ["3"]]
-    assert table[-2:] == [["3", "80000", "4"], ["3", "160000", "3"]]
+    # One row per variant (K = 3 in groups of 2): K, variant, hop, windows; new/old of the new rows.
+    table = [line.split() for line in printed.splitlines() if line.split()[:1] == ["3"]]
+    assert [row[:4] for row in table[-3:]] == [["3", "old", "80000", "4"], ["3", "new", "80000", "4"],
+                                               ["3", "new", "160000", "3"]]
+    assert table[-3][10] == "-" and all(0 < float(row[10]) < 10 for row in table[-2:])
+    # Only XLA's fusions differ: the same probabilities and posteriorgrams within float32 rounding
+    # (measured 0 at this size; up to 6e-7 at full size).
+    differences = re.search(r"largest \|new - old\| at hop 80000: recognizer probabilities (\S+); "
+                            r"K 3 posteriorgrams (\S+)\n", printed)
+    print(differences.group(0))
+    assert all(float(d) <= 1e-6 for d in differences.groups())
+
+
+def test_inference_benchmark_variants_alternate_old_then_new_at_each_hop(capsys):
+    from benchmarks import inference
+    from jointist_jax import xla_flags
+    from jointist_jax.inference.windows import WindowSpec
+
+    specs = [WindowSpec(hop=160000), WindowSpec(hop=80000)]
+    assert [(name, options, spec.hop) for name, options, spec in inference.variants(specs, compare_old=True)] == [
+        ("old", xla_flags.TRAINING_COMPILER_OPTIONS, 80000), ("new", xla_flags.INFERENCE_COMPILER_OPTIONS, 160000),
+        ("new", xla_flags.INFERENCE_COMPILER_OPTIONS, 80000)]
+    assert [(name, options, spec.hop) for name, options, spec in inference.variants(specs, compare_old=False)] == [
+        ("flags", None, 160000), ("flags", None, 80000)]
+    with pytest.raises(SystemExit):
+        inference.main(["--compare_old", "--window_hops", "160000"])
+    assert "--compare_old compares the new outputs with the old at hop 80000" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ conv_transpose.py

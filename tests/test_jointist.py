@@ -115,3 +115,19 @@ def test_whole_song_recognition_uses_the_model_path(model):
     windows = np.asarray(model.recognize(jnp.asarray(split_windows(song))))
     assert whole_song.shape == (2, 39)
     np.testing.assert_allclose(whole_song, windows, rtol=1e-4, atol=1e-5)
+
+
+def test_predictor_compiles_every_program_with_its_compiler_options(model):
+    """Predictor(compiler_options=...) reaches each program it compiles (the recognizer, the
+    transcriber step, the transcriber + separator step): XLA refuses an invalid value in each, by name."""
+    from jointist_jax.inference.predictor import Predictor
+
+    predictor = Predictor(model, batch_windows=1,
+                          compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_FUSION_TYPE"})
+    song = np.zeros(16000, np.float32)
+    refused = "xla_cpu_experimental_ynn_fusion_type, 'NO_SUCH_FUSION_TYPE' is not a valid"
+    with pytest.raises(jax.errors.JaxRuntimeError, match=refused):
+        predictor.recognize(song)
+    for separate in (False, True):
+        with pytest.raises(jax.errors.JaxRuntimeError, match=refused):
+            predictor.predict(song, [0], separate=separate)

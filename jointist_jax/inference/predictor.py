@@ -91,13 +91,16 @@ class Predictor:
       memory_budget: bytes this process may use in all (see :mod:`jointist_jax.inference.memory`):
         each song's rows per call are the most that fit, and at most ``max_rows``; None for no budget.
       spec: window geometry.
+      compiler_options: XLA compile options for every program the predictor compiles (e.g.
+        :data:`jointist_jax.xla_flags.INFERENCE_COMPILER_OPTIONS`); they override the process's
+        ``XLA_FLAGS`` for these programs alone. None: ``XLA_FLAGS`` as they are.
 
     ``rows_per_call`` holds the rows per call of the last :meth:`predict`.
     """
 
     def __init__(self, model: Transcriber | Jointist | Separator | None, *, recognizer: Recognizer | None = None,
                  batch_windows: int = 2, max_rows: int | None = None, memory_budget: int | None = None,
-                 spec: WindowSpec = WindowSpec()):
+                 spec: WindowSpec = WindowSpec(), compiler_options: dict | None = None):
         check_batching(batch_windows, max_rows)
         if memory_budget is not None and memory_budget <= 0:
             raise ValueError(f"memory_budget must be positive bytes or None, got {memory_budget}")
@@ -123,6 +126,7 @@ class Predictor:
         self.memory_budget = memory_budget
         self.rows_per_call: int | None = None
         self.spec = spec
+        options = None if compiler_options is None else dict(compiler_options)
         self._executables = {}
         self.can_transcribe = transcriber is not None
         self.can_separate = separator is not None
@@ -144,7 +148,7 @@ class Predictor:
             return model.transcriber(audio.log_mel(windows), conditions)
 
         if self._model is not None:
-            self._run = jax.jit(run, static_argnames="separate")
+            self._run = jax.jit(run, static_argnames="separate", compiler_options=options)
         if recognizer is not None:
             recognizer.eval()
             ir_graphdef, self._ir_state = nnx.split(recognizer)
@@ -152,7 +156,7 @@ class Predictor:
             def recognize(state, windows):
                 return instrument_probabilities(nnx.merge(ir_graphdef, state, copy=True), windows)
 
-            self._recognize = jax.jit(recognize)
+            self._recognize = jax.jit(recognize, compiler_options=options)
 
     def _executable(self, separate: bool, group: int):
         """The step compiled for ``batch_windows`` windows x ``group`` instruments (cached)."""
