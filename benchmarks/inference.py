@@ -207,7 +207,6 @@ def main(argv=None) -> int:
     return 0
 
 
-
 def variants(specs: list[WindowSpec], compare_old: bool) -> list[tuple[str, dict | None, WindowSpec]]:
     """(name, compile options, windows) of each timed variant, in the order they alternate: with
     ``compare_old`` the old one (:data:`OLD`) then the new one, the inference compile options, at
