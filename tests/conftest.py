@@ -15,8 +15,7 @@ import launch_helpers
 
 from jointist_jax import xla_flags
 
-# Nothing above imports jax, so the device count and the flags still take effect.
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *launch_helpers.FAST_COMPILE_XLA_FLAGS]).strip()
+# Nothing above imports jax, so the device count still takes effect.
 xla_flags.apply_cpu_flags(host_device_count=8)
 # Many tests (and the launch/train.py subprocesses they start) compile the same tiny models:
 # a persistent XLA cache shared by the test processes compiles each program once.

@@ -16,17 +16,6 @@ TRAIN = str(ROOT / "launch" / "train.py")
 # lr * 1/50 = 6e-5. Topologies that train on the same batches differ only by float summation
 # order (largest difference measured: 9e-7), well below one update.
 TOPOLOGY_TOLERANCE = 1e-5
-# Test processes compile hundreds of small programs and run each briefly, so LLVM's optimisation of
-# the compiled code costs far more CPU than it saves: with these flags one tiny training test took
-# 61 CPU-s instead of 112, its dataset fixture included (measured on a 2-core CPU). The library
-# calls (dots, convolutions) and the order of float operations stay the same.
-FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
-
-
-def child_xla_flags(devices: int) -> str:
-    """``XLA_FLAGS`` for a process a test starts: ``devices`` simulated CPU devices and
-    :data:`FAST_COMPILE_XLA_FLAGS` (the program adds its own CPU flags to them)."""
-    return " ".join([f"--xla_force_host_platform_device_count={devices}", *FAST_COMPILE_XLA_FLAGS])
 
 
 # The processes :func:`run_train` started that may still run (tests/conftest.py kills them after
@@ -39,7 +28,7 @@ def run_train(args: list[str], *, devices: int = 8, timeout: float = 400, env: d
     """Starts launch/train.py as another process with ``devices`` simulated CPU devices; ``env`` is
     added to the environment, ``runner`` (a script that runs the next one) goes before train.py."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS=child_xla_flags(devices), **(env or {}))
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
     proc = subprocess.Popen([sys.executable, *runner, TRAIN, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
     STARTED.append(proc)

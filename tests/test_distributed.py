@@ -14,7 +14,7 @@ from jax.sharding import AxisType, PartitionSpec
 from configs import transcription
 from jointist_jax.train import distributed
 from jointist_jax.train.trainer import Run
-from launch_helpers import ROOT, child_xla_flags, free_port
+from launch_helpers import ROOT, free_port
 
 
 def test_data_mesh_spans_all_devices_with_auto_axis():
@@ -147,7 +147,7 @@ def test_first_collective_waits_for_a_process_that_arrives_late():
     are in step, so a process 35 s late to its first step no longer kills the job."""
     port = free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS=child_xla_flags(2))
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = [subprocess.Popen([sys.executable, "-c", _LATE_PROCESS, str(port), str(pid), "35"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for pid in range(2)]

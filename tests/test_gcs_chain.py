@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch_helpers import ROOT, child_xla_flags, run_train, wait_for_line
+from launch_helpers import ROOT, run_train, wait_for_line
 
 from scripts import gcs_fault_proxy
 
@@ -46,7 +46,7 @@ TINY_STEPS = ["--config.data.global_batch=8", "--config.data.eval_batches=1", "-
 
 def run_script(script: str, args: list[str], cwd, timeout: float = 500) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS=child_xla_flags(8))
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
     return subprocess.run([sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 

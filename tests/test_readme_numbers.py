@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from launch_helpers import ROOT, child_xla_flags
+from launch_helpers import ROOT
 
 
 def _readme_numbers():
@@ -39,7 +39,7 @@ def test_input_pipeline_benchmark_removes_the_dataset_it_built(tmp_path):
     assert synth_slakh.main(["--out", str(songs), "--seconds", "10", "--seed", "1", "--max_stems", "3",
                              "--splits", "train=2", "--workers", "1"]) == 0
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), TMPDIR=str(temp),
-               XLA_FLAGS=child_xla_flags(1))
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--slakh_dir",
                            str(songs), "--steps", "1", "--warmup", "0", "--workers", "1"], env=env,
                           capture_output=True, text=True, timeout=600)
