@@ -28,20 +28,22 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 # tests. A long test collected late starts late and runs alone at the end, so
 # :func:`pytest_collection_modifyitems` puts each of these at the start of a slice instead.
 LONGEST_TESTS = {
-    "tests/test_gcs_chain.py::test_whole_chain_in_a_bucket": 596,
-    "tests/test_bucket_outage.py::test_a_run_survives_a_bucket_that_goes_away": 162,
-    "tests/test_transcribe.py::test_two_hour_song_in_bounded_memory": 150,
-    "tests/test_cluster_startup.py::test_two_tpu_vm_workers_form_one_job_and_save_together_on_sigterm": 119,
-    "tests/test_readme_commands.py::test_two_process_command_trains_what_one_process_trains": 91,
-    "tests/test_bucket_outage_outputs.py::test_an_evaluation_cut_by_an_outage_is_not_taken_as_done": 80,
-    "tests/test_bucket_outage_outputs.py::test_a_transcription_cut_by_an_outage_is_not_taken_as_done": 60,
-    "tests/test_evaluation.py::test_eval_cli_errors_name_the_problem": 69,
-    "tests/test_train.py::test_sigkill_then_restart_matches_uninterrupted_run": 68,
-    "tests/test_bucket_outage.py::test_a_refused_checkpoint_stops_the_run_naming_it": 65,
-    "tests/test_train.py::test_stage_trains_checkpoints_and_logs[joint_scratch]": 62,
-    "tests/test_train.py::test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device": 58,
-    "tests/test_transcribe.py::test_a_run_written_by_the_trainer_transcribes_and_separates": 57,
-    "tests/test_evaluation.py::test_joint_run_with_recognizer_reports_both_settings_and_writes_everything": 57,
+    "tests/test_gcs_chain.py::test_whole_chain_in_a_bucket": 872,
+    "tests/test_benchmarks.py::test_learn_synth_trains_and_compares_with_the_untrained_model": 302,
+    "tests/test_train.py::test_sigterm_saves_and_exits_cleanly_and_resumes_on_one_device": 252,
+    "tests/test_bucket_outage.py::test_a_run_survives_a_bucket_that_goes_away": 240,
+    "tests/test_distributed.py::test_sharded_parameters_train_like_replicated_ones": 237,
+    "tests/test_readme_commands.py::test_two_process_command_trains_what_one_process_trains": 234,
+    "tests/test_accelerator_suite.py::test_tiny_run_on_cpu_writes_every_number": 181,
+    "tests/test_transcribe.py::test_a_run_written_by_the_trainer_transcribes_and_separates": 181,
+    "tests/test_transcribe.py::test_two_hour_song_in_bounded_memory": 173,
+    "tests/test_train.py::test_sigkill_then_restart_matches_uninterrupted_run": 157,
+    "tests/test_cluster_startup.py::test_two_tpu_vm_workers_form_one_job_and_save_together_on_sigterm": 139,
+    "tests/test_train.py::test_stage_trains_checkpoints_and_logs[joint_scratch]": 124,
+    "tests/test_evaluation.py::test_joint_run_with_recognizer_reports_both_settings_and_writes_everything": 117,
+    "tests/test_evaluation.py::test_eval_cli_errors_name_the_problem": 94,
+    "tests/test_bucket_outage_outputs.py::test_an_evaluation_cut_by_an_outage_is_not_taken_as_done": 94,
+    "tests/test_bucket_outage_outputs.py::test_a_transcription_cut_by_an_outage_is_not_taken_as_done": 59,
 }
 
 
